@@ -1,0 +1,139 @@
+"""``panacea-patch``: the command line. Thin: parse, build a config, call the library, print."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import logging
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from panacea_patch import __version__
+from panacea_patch.config import PatchConfig, load_config_file
+from panacea_patch.errors import PanaceaError
+
+from .options import config_options, explicit_values
+
+log = logging.getLogger("panacea_patch")
+
+
+def _setup_logging(verbose: int) -> None:
+    level = logging.WARNING - 10 * verbose
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+    root = logging.getLogger("panacea_patch")
+    root.handlers[:] = [handler]
+    root.setLevel(max(level, logging.DEBUG))
+
+
+def emit_json(obj: Any) -> None:
+    """Exactly one JSON object on stdout."""
+    click.echo(json.dumps(obj, indent=2, default=str))
+
+
+def handle_errors(fn: Callable) -> Callable:
+    """Map library errors to exit codes: 2 for bad input, 1 for runtime failures."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        as_json = bool(kwargs.get("as_json"))
+        try:
+            return fn(*args, **kwargs)
+        except PanaceaError as exc:
+            _fail(str(exc), exc.exit_code, as_json)
+        except KeyboardInterrupt:
+            _fail("interrupted; nothing was written", 130, as_json)
+        except BaseException as exc:
+            if type(exc).__name__ == "Terminated":
+                _fail("terminated; nothing was written", 143, as_json)
+            raise
+
+    return wrapper
+
+
+def _fail(message: str, code: int, as_json: bool) -> None:
+    click.echo(f"Error: {message}", err=True)
+    if as_json:
+        emit_json({"error": message, "exit_code": code})
+    sys.exit(code)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="panacea-patch")
+def main() -> None:
+    """Restore the safety of fine-tuned LLMs by weight surgery (Panacea)."""
+
+
+def _patch_config(ctx: click.Context, config_file: str | None) -> PatchConfig:
+    names = [f.name for f in dataclasses.fields(PatchConfig)]
+    values: dict[str, Any] = {}
+    if config_file:
+        values.update(load_config_file(config_file))
+    values.update(explicit_values(ctx, names))
+    return PatchConfig.from_mapping(values, origin=config_file or "options")
+
+
+@main.command("patch")
+@click.argument("source")
+@click.option("--out", "-o", type=click.Path(), help="Output directory (must not exist).")
+@click.option("--config", "config_file", type=click.Path(), help="TOML or YAML file of options; flags override it.")
+@click.option("--dry-run", is_flag=True, help="List the target tensors and exit; writes nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
+@click.option("-v", "--verbose", count=True, help="More logging on stderr.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
+@config_options(PatchConfig)
+@click.pass_context
+@handle_errors
+def patch_cmd(
+    ctx: click.Context,
+    source: str,
+    out: str | None,
+    config_file: str | None,
+    dry_run: bool,
+    as_json: bool,
+    verbose: int,
+    quiet: bool,
+    **_: Any,
+) -> None:
+    """Patch the fine-tuned checkpoint SOURCE (a directory or a Hub id org/name[@rev])."""
+    from panacea_patch.api import patch
+
+    _setup_logging(verbose)
+    cfg = _patch_config(ctx, config_file)
+    if out is None and not dry_run:
+        raise click.UsageError("--out DIR is required (or pass --dry-run)")
+    result = patch(source, out, config=cfg, dry_run=dry_run, progress=not quiet)
+    if as_json:
+        emit_json(result.to_dict())
+    elif dry_run:
+        _print_targets(result)
+    else:
+        _print_summary(result)
+
+
+def _print_targets(result: Any) -> None:
+    width = max(len(t["name"]) for t in result.targets)
+    for t in result.targets:
+        shape = "x".join(map(str, t["shape"]))
+        click.echo(f"{t['name']:<{width}}  {shape:>12}  {t['numel']:>12,}")
+    click.echo(
+        f"{result.num_target_tensors} target tensors, {result.num_target_params:,} parameters "
+        f"(kernel backend: {result.backend})"
+    )
+
+
+def _print_summary(result: Any) -> None:
+    click.echo(f"Wrote {result.output}")
+    click.echo(
+        f"method={result.method} rho={result.rho:.6g} realized |w'-w|={result.realized_norm:.6g} "
+        f"targets={result.num_target_tensors} ({result.num_target_params:,} params) "
+        f"in {result.seconds:.1f}s"
+    )
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,1 @@
+"""Perturbation methods: each produces a per-tensor transform for the streaming writer."""

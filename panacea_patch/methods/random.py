@@ -1,0 +1,46 @@
+"""The paper's baseline: Gaussian noise scaled to ‖ε‖₂ = ρ over the target set.
+
+Streams shard by shard and never materialises the noise: pass one sums z² per tensor from the
+Philox stream, pass two regenerates the same z (same seed and offsets) while writing.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ..kernels import ops
+from ..targets import Target
+
+
+def noise_offsets(targets: list[Target]) -> dict[str, int]:
+    """Philox counter offset of each tensor: cumulative element counts in target-set order."""
+    offsets, pos = {}, 0
+    for t in targets:
+        offsets[t.name] = pos
+        pos += t.numel
+    return offsets
+
+
+def noise_norm(targets: list[Target], seed: int) -> float:
+    """‖z‖₂ over the whole target set, without materialising z."""
+    offsets = noise_offsets(targets)
+    total = sum(float(ops.randn_sumsq(t.numel, seed, offsets[t.name])) for t in targets)
+    return math.sqrt(total)
+
+
+class RandomTransform:
+    """``w' = round(w + s·z)`` for targeted tensors, with s = ρ / ‖z‖."""
+
+    def __init__(self, targets: list[Target], *, rho: float, seed: int) -> None:
+        self.offsets = noise_offsets(targets)
+        self.seed = seed
+        self.scale = rho / noise_norm(targets, seed)
+
+    def __call__(self, name: str, w0: torch.Tensor) -> torch.Tensor | None:
+        if name not in self.offsets:
+            return None
+        out = torch.empty_like(w0)
+        ops.randn_apply_(w0, out, self.scale, self.seed, self.offsets[name])
+        return out
