@@ -115,6 +115,11 @@ def patch_cmd(
         _print_summary(result)
 
 
+from .inspect_cmd import inspect_cmd  # noqa: E402 - registered beside patch
+
+main.add_command(inspect_cmd, "inspect")
+
+
 def _print_targets(result: Any) -> None:
     width = max(len(t["name"]) for t in result.targets)
     for t in result.targets:

@@ -151,18 +151,16 @@ def store_view(t: torch.Tensor) -> torch.Tensor:
     return t if t.dtype == torch.float32 else t.view(torch.int16)
 
 
-def check_device(name: str, t: torch.Tensor) -> None:
-    """Check that compiled kernels (or the interpreter) can address ``t``."""
-    if t.device.type == "cuda":
-        return
-    if t.device.type == "cpu" and INTERPRETED:
+def check_device(name: str, device: torch.device) -> None:
+    """Check that compiled kernels (or the interpreter) can address memory on ``device``."""
+    if device.type == "cuda" or (device.type == "cpu" and INTERPRETED):
         return
     hint = (
         "set TRITON_INTERPRET=1 before importing panacea_patch.kernels to run kernels on CPU"
-        if t.device.type == "cpu"
+        if device.type == "cpu"
         else "move it to a CUDA device"
     )
-    raise ValueError(f"{name} is on {t.device}; the Triton kernels need CUDA tensors ({hint})")
+    raise ValueError(f"{name} is on {device}; the Triton kernels need CUDA tensors ({hint})")
 
 
 def pick_block(numel: int, block: int | None) -> int:

@@ -67,7 +67,7 @@ def multi_sumsq_triton(
         device = tensors[0].device if len(tensors) else torch.device("cpu")
         return tc.zero_scalar(device)
     device = ts[0].device
-    tc.check_device("tensors[0]", ts[0])
+    tc.check_device("tensors[0]", device)
     if tc.INTERPRETED and device.type != "cpu":
         # The interpreter stages kernel arguments through host memory, but pointers read from
         # the table would still point at device memory.

@@ -59,7 +59,7 @@ def pgd_step_triton(
     _checks.check_tensor("grad", grad, _checks.GRAD_DTYPES)
     _checks.check_same("eps", eps, {"grad": grad})
     step = _checks.check_scalar("step", step)
-    tc.check_device("eps", eps)
+    tc.check_device("eps", eps.device)
     n = eps.numel()
     if n == 0:
         return tc.zero_scalar(eps.device)

@@ -14,7 +14,9 @@ from . import _checks
 from . import _triton_common as tc
 
 
-@triton.jit
+# The Philox seed and offset only feed arithmetic: specializing on their values would only
+# multiply compilations.
+@triton.jit(do_not_specialize=["seed", "offset"])
 def _project_apply_kernel(
     eps_ptr,
     eps_store_ptr,
@@ -75,7 +77,7 @@ def project_apply_triton(
     scale = _checks.check_scalar("scale", scale)
     stochastic = _checks.check_rounding(rounding) == "stochastic"
     seed, offset = _checks.check_stream(seed, offset, eps.numel())
-    tc.check_device("eps", eps)
+    tc.check_device("eps", eps.device)
     n = eps.numel()
     if n == 0:
         return

@@ -14,7 +14,9 @@ from . import _checks
 from . import _triton_common as tc
 
 
-@triton.jit
+# The Philox seed and offset only feed arithmetic: specializing on their values would only
+# multiply compilations.
+@triton.jit(do_not_specialize=["seed", "offset"])
 def _randn_sumsq_kernel(partial_ptr, n, seed, offset, BLOCK: tl.constexpr):
     pid = tl.program_id(0)
     idx = pid.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
@@ -23,7 +25,7 @@ def _randn_sumsq_kernel(partial_ptr, n, seed, offset, BLOCK: tl.constexpr):
     tl.store(partial_ptr + pid, tl.sum(z * z, axis=0))
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["seed", "offset"])
 def _randn_apply_kernel(
     w0_ptr, out_ptr, n, scale, seed, offset, OUT_KIND: tl.constexpr, BLOCK: tl.constexpr
 ):
@@ -48,7 +50,7 @@ def randn_sumsq_triton(
         raise ValueError(f"numel must be a non-negative int, got {numel!r}")
     seed, offset = _checks.check_stream(seed, offset, numel)
     device = torch.device(device)
-    tc.check_device("device", torch.empty(0, device=device))
+    tc.check_device("device", device)
     if numel == 0:
         return tc.zero_scalar(device)
     block = tc.pick_block(numel, block)
@@ -75,7 +77,7 @@ def randn_apply_triton(
     _checks.check_same("w0", w0, {"out": out})
     scale = _checks.check_scalar("scale", scale)
     seed, offset = _checks.check_stream(seed, offset, w0.numel())
-    tc.check_device("w0", w0)
+    tc.check_device("w0", w0.device)
     n = w0.numel()
     if n == 0:
         return

@@ -39,7 +39,7 @@ _U_MIN = _f32(1.0e-7)
 
 # Elements per chunk. Streaming ops want the chunk to stay in L2 across the two or three ops
 # applied to it; Philox needs ~8 int64 buffers per element, so its chunks are smaller.
-STREAM_CHUNK = 1 << 17
+STREAM_CHUNK = 1 << 19
 PHILOX_CHUNK = 1 << 15
 _GPU_CHUNK = 1 << 24  # on CUDA (forced torch backend) per-op launch cost dominates instead
 
@@ -66,20 +66,20 @@ def philox4x32(seed: int, counters: torch.Tensor) -> list[torch.Tensor]:
     spare_b = torch.empty_like(counters)
     k0, k1 = seed & _M32, (seed >> 32) & _M32
     for _ in range(PHILOX_ROUNDS):
-        torch.mul(c2, _PHILOX_ROUND_B, out=spare_a)  # full 64-bit product (wraps in int64)
+        # Multiplicands must be clean 32-bit values; the products wrap in int64 but keep the
+        # low 64 bits exactly. Words that only feed XORs (c1, c3) may carry junk above bit 31:
+        # it never reaches the low 32 bits, and the XOR results are masked before multiplying.
+        torch.mul(c2, _PHILOX_ROUND_B, out=spare_a)
         torch.mul(c0, _PHILOX_ROUND_A, out=spare_b)
-        # c0, c2 are dead once their products exist, so their buffers take the new words.
-        torch.bitwise_right_shift(spare_a, 32, out=c0)
-        c0.bitwise_and_(_M32).bitwise_xor_(c1).bitwise_xor_(k0)
+        torch.bitwise_right_shift(spare_a, 32, out=c0)  # c0, c2 are dead once multiplied
+        c0.bitwise_xor_(c1).bitwise_xor_(k0).bitwise_and_(_M32)
         torch.bitwise_right_shift(spare_b, 32, out=c2)
-        c2.bitwise_and_(_M32).bitwise_xor_(c3).bitwise_xor_(k1)
-        spare_a.bitwise_and_(_M32)
-        spare_b.bitwise_and_(_M32)
-        c1, spare_a = spare_a, c1
+        c2.bitwise_xor_(c3).bitwise_xor_(k1).bitwise_and_(_M32)
+        c1, spare_a = spare_a, c1  # low words of the products, junk above bit 31
         c3, spare_b = spare_b, c3
         k0 = (k0 + _PHILOX_KEY_A) & _M32
         k1 = (k1 + _PHILOX_KEY_B) & _M32
-    return [c0, c1, c2, c3]
+    return [c0, c1.bitwise_and_(_M32), c2, c3.bitwise_and_(_M32)]
 
 
 def _uniform_(x: torch.Tensor) -> torch.Tensor:
@@ -176,13 +176,8 @@ def _sr_fp16_magnitude(a: torch.Tensor, rand: torch.Tensor) -> torch.Tensor:
     return torch.where(a > 0x7F800000, 0x7E00, h)
 
 
-def _store_rounded(
-    out: torch.Tensor, value: torch.Tensor, stochastic: bool, seed: int, counter: int
-) -> None:
-    """Write fp32 ``value`` into ``out`` (same numel) with RNE or stochastic rounding."""
-    if out.dtype == torch.float32 or not stochastic:
-        out.copy_(value)  # torch's fp32 -> bf16/fp16 cast is round-to-nearest-even
-        return
+def _store_stochastic(out: torch.Tensor, value: torch.Tensor, seed: int, counter: int) -> None:
+    """Write fp32 ``value`` into 16-bit ``out`` with stochastic rounding (Philox word 2 bits)."""
     rand = philox4x32(seed, _counters(counter, value.numel(), value.device))[2]
     out.view(torch.int16).copy_(stochastic_round_bits(value, rand, out.dtype))
 
@@ -214,23 +209,27 @@ def pgd_step_(eps: torch.Tensor, grad: torch.Tensor, step: float) -> torch.Tenso
     step = _checks.check_scalar("step", step)
     e, g = _flat(eps, grad)
     size = _chunk(eps.device, STREAM_CHUNK)
-    fp32_eps = eps.dtype == torch.float32
-    tmp = None if fp32_eps else _scratch(min(size, e.numel()), eps.device)
+    tmp = None if eps.dtype == torch.float32 else _scratch(min(size, e.numel()), eps.device)
     parts = []
     for s in range(0, e.numel(), size):
         ec, gc = e[s : s + size], g[s : s + size]
         if gc.dtype == torch.float64:
             gc = gc.float()  # fp32 math: round the gradient first, as the kernel loads it
-        if fp32_eps:
-            ec.add_(gc, alpha=step)
-            parts.append(torch.dot(ec, ec))
-        else:
-            t = tmp[: ec.numel()]
-            t.copy_(ec).add_(gc, alpha=step)
-            ec.copy_(t)
-            t.copy_(ec)  # the norm is of the stored (rounded) eps
-            parts.append(torch.dot(t, t))
+        parts.append(_pgd_chunk(ec, gc, step, tmp))
     return _sum_parts(parts, eps.device)
+
+
+def _pgd_chunk(
+    ec: torch.Tensor, gc: torch.Tensor, step: float, tmp: torch.Tensor | None
+) -> torch.Tensor:
+    """One chunk of ``pgd_step_``, while it is in cache: update, then its sum of squares."""
+    if tmp is None:  # fp32 eps
+        ec.add_(gc, alpha=step)
+        return torch.dot(ec, ec)
+    t = tmp[: ec.numel()]
+    ec.copy_(t.copy_(ec).add_(gc, alpha=step))
+    t.copy_(ec)  # the norm is of the stored (rounded) eps
+    return torch.dot(t, t)
 
 
 def project_apply_(
@@ -258,20 +257,30 @@ def project_apply_(
     e, w, o = _flat(eps, w0, out)
     size = _chunk(eps.device, PHILOX_CHUNK if stochastic else STREAM_CHUNK)
     tmp = _scratch(min(size, e.numel()), eps.device)
+    eps_tmp = None if eps.dtype == torch.float32 else _scratch(tmp.numel(), eps.device)
     for s in range(0, e.numel(), size):
         ec, wc, oc = e[s : s + size], w[s : s + size], o[s : s + size]
         t = tmp[: ec.numel()]
-        if eps.dtype == torch.float32:
+        if eps_tmp is None:
             if scale != 1.0:
                 ec.mul_(scale)
-            if wc.dtype == torch.float32:
-                torch.add(wc, ec, out=t)
-            else:
-                t.copy_(wc).add_(ec)
+            e32 = ec
         else:
-            ec.copy_(t.copy_(ec).mul_(scale))
-            t.copy_(ec).add_(wc)  # w0 + the stored (rounded) eps
-        _store_rounded(oc, t, stochastic, seed, offset + s)
+            ec.copy_(eps_tmp[: ec.numel()].copy_(ec).mul_(scale))
+            e32 = eps_tmp[: ec.numel()].copy_(ec)  # w0 receives the stored (rounded) eps
+        # Same-dtype fp32 ops and plain casts: torch's mixed-dtype add into a 16-bit output
+        # takes a slower path with an internal temporary.
+        if wc.dtype == torch.float32 and oc.dtype == torch.float32:
+            torch.add(wc, e32, out=oc)
+            continue
+        if wc.dtype == torch.float32:
+            torch.add(wc, e32, out=t)
+        else:
+            t.copy_(wc).add_(e32)
+        if stochastic and oc.dtype != torch.float32:
+            _store_stochastic(oc, t, seed, offset + s)
+        else:
+            oc.copy_(t)  # fp32 -> bf16/fp16 cast: round to nearest even
 
 
 def randn_sumsq(
@@ -315,11 +324,14 @@ def multi_sumsq(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
     size = _chunk(device, STREAM_CHUNK)
     tmp = None
     parts = []
+    fp32 = [t for t in ts if t.dtype == torch.float32]
+    if fp32:
+        # One C++ loop (one multi-tensor kernel on CUDA) instead of a Python call per tensor.
+        parts.append(torch.stack(torch._foreach_norm(fp32)).square_().sum())
     for t in ts:
-        flat = t.view(-1)
         if t.dtype == torch.float32:
-            parts.append(torch.dot(flat, flat))  # BLAS dot: one pass, no temporary
             continue
+        flat = t.view(-1)
         if tmp is None:
             tmp = _scratch(size, device)
         for s in range(0, flat.numel(), size):

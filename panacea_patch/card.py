@@ -19,7 +19,7 @@ import math
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 from urllib.parse import quote
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
@@ -95,7 +95,7 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def _is_number(value: Any) -> bool:
+def _is_number(value: Any) -> TypeGuard[float]:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
@@ -237,7 +237,7 @@ def _summary(record: Mapping[str, Any]) -> str:
         ("Source commit", _code(str(source["commit_sha"])) if source.get("commit_sha") else "—"),
         (
             "Source kind",
-            {"adapter": "PEFT adapter", "full": "full model"}.get(source.get("kind"), "—"),
+            {"adapter": "PEFT adapter", "full": "full model"}.get(str(source.get("kind")), "—"),
         ),
         ("Created", _fmt(record.get("created"))),
         ("panacea-patch version", _fmt(record.get("version"))),

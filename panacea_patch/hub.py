@@ -24,6 +24,7 @@ ones.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -59,6 +60,20 @@ _TOKEN_LIKE = re.compile(r"\bhf_[A-Za-z0-9]{30,}\b")
 _BEARER = re.compile(r"(?i)(bearer\s+)[^\s'\"]+")
 _TOKEN_OPTION = re.compile(r"(--(?:hf-)?token(?:=|\s+))('[^']*'|\"[^\"]*\"|\S+)")
 _LOGIN_HINT = "run `hf auth login` or set HF_TOKEN"
+
+SOURCE_ALLOW_PATTERNS = [
+    "*.json",
+    "*.safetensors",
+    "*.model",
+    "*.txt",
+    "*.jinja",
+    "*.tiktoken",
+    "*.md",
+    "LICENSE*",
+]
+"""What a patch run needs from a source repo (pass as ``allow_patterns``): configs, tokenizer
+files, chat templates, safetensors weights and index, the card and the license. Pickle weights
+(``*.bin``, ``*.pt``...) and remote code are left out; add them only when the user opts in."""
 
 
 # ---------------------------------------------------------------------------- ids and settings
@@ -148,6 +163,8 @@ def _known_secrets(*tokens: str | bool | None) -> tuple[str, ...]:
     for name in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"):
         if os.environ.get(name):
             found.append(os.environ[name].strip())
+    with contextlib.suppress(OSError):
+        found.append(_token_path().read_text().strip())  # the saved `hf auth login` token
     return tuple(sorted({s for s in found if len(s) >= 4}, key=len, reverse=True))
 
 
@@ -252,15 +269,19 @@ def _classify(exc: BaseException) -> _Failure:
         detail = _http_reason(inner) if inner is not None and _status(inner) else ""
         if not detail and inner is not None:
             detail = f"{type(inner).__name__}: {_first_line(str(inner))}"
-        return _Failure("transfer", f"{_first_line(str(upload))} ({detail or 'no detail'})")
-    for kind, error_type in (
+        what = _first_line(str(upload)).rstrip(".")
+        return _Failure("transfer", f"{what}: {detail or 'no detail'}")
+    # Most specific first: a gated repo is also a "repository not found" error.
+    typed: tuple[tuple[_Kind, type[BaseException]], ...] = (
         ("gated", hf_errors.GatedRepoError),
         ("repo", hf_errors.RepositoryNotFoundError),
         ("revision", hf_errors.RevisionNotFoundError),
-        ("entry", hf_errors.RemoteEntryNotFoundError),
-    ):
+        # huggingface_hub < 1.0 has no RemoteEntryNotFoundError, only its parent.
+        ("entry", getattr(hf_errors, "RemoteEntryNotFoundError", hf_errors.EntryNotFoundError)),
+    )
+    for typed_kind, error_type in typed:
         if (found := find(error_type)) is not None:
-            return _Failure(kind, _http_reason(found))  # type: ignore[arg-type]
+            return _Failure(typed_kind, _http_reason(found))
     if find(hf_errors.OfflineModeIsEnabled) is not None or (
         _offline() and find(hf_errors.LocalEntryNotFoundError) is not None
     ):

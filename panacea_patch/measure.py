@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 from .kernels import ops
+from .safetensors_io import StreamingWriter, tensor_to_bytes
 from .targets import Target
 
 
@@ -52,14 +53,23 @@ class MeasuringTransform:
     """Wraps a transform and records the realized ‖w' − w‖ of every tensor it changes."""
 
     def __init__(
-        self, inner: Callable[[str, torch.Tensor], torch.Tensor | None], targets: list[Target]
+        self,
+        inner: Callable[[str, torch.Tensor], torch.Tensor | None],
+        targets: list[Target],
+        *,
+        delta: StreamingWriter | None = None,
     ) -> None:
         self.inner = inner
         self.targets = {t.name: t for t in targets}
         self.stats: list[TensorStats] = []
+        # The realized w' - w in fp32 (exact for bf16/fp16 weights), so the patch can be reverted.
+        self.delta = delta
 
     def __call__(self, name: str, w0: torch.Tensor) -> torch.Tensor | None:
         w1 = self.inner(name, w0)
-        if w1 is not None:
-            self.stats.append(tensor_stats(self.targets[name], w0, w1))
+        if w1 is not None and name in self.targets:
+            stats = tensor_stats(self.targets[name], w0, w1)
+            self.stats.append(stats)
+            if self.delta is not None:
+                self.delta.write(name, tensor_to_bytes(w1.to(torch.float32) - w0.to(torch.float32)))
         return w1

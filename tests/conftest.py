@@ -6,8 +6,10 @@ import os
 
 # Must precede any import of the kernels: @triton.jit reads it at decoration time.
 os.environ.setdefault("TRITON_INTERPRET", "1")
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+# Read by huggingface_hub at import: the local Hub test server speaks the plain LFS protocol.
+os.environ.setdefault("HF_HUB_DISABLE_XET", "1")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from pathlib import Path  # noqa: E402
@@ -16,6 +18,10 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from tests import factory  # noqa: E402
+from tests.hub_server import hub_server as hub_server  # noqa: E402  (fixture for all tests)
+
+# Tiny models run ~30x faster on one thread than on two contended ones.
+torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")

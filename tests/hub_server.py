@@ -12,7 +12,7 @@ a Xet token instead and has no LFS fallback.
 
 Usage in a test module (or, once the lead adds it, through ``tests/conftest.py``)::
 
-    from hub_server import hub_server  # noqa: F401  (pytest fixture)
+    from tests.hub_server import hub_server as hub_server  # the pytest fixture
 
     def test_x(hub_server):
         hub_server.create_repo("panacea-org/tiny")
@@ -278,7 +278,10 @@ class HubServer:
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(
-            target=self._httpd.serve_forever, name="hub-server", daemon=True
+            target=self._httpd.serve_forever,
+            kwargs={"poll_interval": 0.05},  # shutdown() waits up to one poll
+            name="hub-server",
+            daemon=True,
         )
         self._thread.start()
         return self
@@ -1111,11 +1114,39 @@ def hub_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[HubS
         assert not server.internal_errors, server.internal_errors[0]
 
 
+def write_tiny_checkpoint(folder: Path, *, seed: int = 0) -> dict[str, bytes]:
+    """Write a small folder to push: two safetensors files (one nested), a config and a card.
+
+    Returns every file's bytes by its path relative to ``folder``.
+    """
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    rng = np.random.default_rng(seed)
+    (folder / "sub").mkdir(parents=True, exist_ok=True)
+    save_file({"w": rng.standard_normal((8, 8)).astype(np.float32)}, folder / "model.safetensors")
+    save_file(
+        {"b": rng.standard_normal(4).astype(np.float32)}, folder / "sub" / "extra.safetensors"
+    )
+    (folder / "config.json").write_text(json.dumps({"seed": seed}))
+    (folder / "README.md").write_text("---\nlicense: mit\n---\n# tiny\n")
+    return read_tree(folder)
+
+
+def read_tree(folder: Path) -> dict[str, bytes]:
+    """Every file under ``folder`` with its bytes, by relative POSIX path."""
+    return {
+        p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*") if p.is_file()
+    }
+
+
 def require_lfs_uploads() -> None:
     """Fail clearly when the client would upload through Xet, which this server cannot speak."""
-    from huggingface_hub.utils import is_xet_available
+    import importlib.util
 
-    if is_xet_available():
+    from huggingface_hub import constants
+
+    if not constants.HF_HUB_DISABLE_XET and importlib.util.find_spec("hf_xet") is not None:
         pytest.fail(
             "huggingface_hub was imported before HF_HUB_DISABLE_XET=1 was set, so uploads would"
             " use Xet; set it at the top of tests/conftest.py"

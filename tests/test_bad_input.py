@@ -111,12 +111,26 @@ def test_output_is_source_or_inside_it(tmp_path: Path, llama_dir: Path, where: s
 
 @pytest.mark.parametrize("rho", ["0", "-1", "nan", "inf"])
 def test_bad_rho(tmp_path: Path, llama_dir: Path, rho: str) -> None:
-    args = ["patch", str(llama_dir), "--out", str(tmp_path / "out"), "--method", "random", "--rho", rho]
+    args = [
+        "patch",
+        str(llama_dir),
+        "--out",
+        str(tmp_path / "out"),
+        "--method",
+        "random",
+        "--rho",
+        rho,
+    ]
     _assert_fails(args, tmp_path, "--rho", "finite number > 0")
 
 
 def test_targets_match_nothing(tmp_path: Path, llama_dir: Path) -> None:
-    _assert_fails(_random(llama_dir, tmp_path / "out", "--targets", "no_such_module"), tmp_path, "no tensor matches", "--dry-run")
+    _assert_fails(
+        _random(llama_dir, tmp_path / "out", "--targets", "no_such_module"),
+        tmp_path,
+        "no tensor matches",
+        "--dry-run",
+    )
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root ignores directory permissions")
@@ -154,7 +168,12 @@ def test_pickle_refused_with_flag_named(tmp_path: Path, llama_dir: Path) -> None
 def test_unknown_config_key(tmp_path: Path, llama_dir: Path) -> None:
     cfg = tmp_path / "c.toml"
     cfg.write_text('method = "random"\nrhoo = 1.0\n')
-    _assert_fails(["patch", str(llama_dir), "--out", str(tmp_path / "out"), "--config", str(cfg)], tmp_path, "rhoo", "valid options")
+    _assert_fails(
+        ["patch", str(llama_dir), "--out", str(tmp_path / "out"), "--config", str(cfg)],
+        tmp_path,
+        "rhoo",
+        "valid options",
+    )
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import collections
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -277,6 +278,11 @@ def test_error_bad_sources(tmp_path: Path) -> None:
     (tmp_path / "d.txt").write_text("x")
     expect_error("unsupported file type '.txt'", str(tmp_path / "d.txt"))
     expect_error("unknown built-in data set 'builtin:nope'", "builtin:nope")
+    expect_error(
+        "builtin:harmful holds harmful pairs, but it was given as refusal",
+        "builtin:harmful",
+        role="refusal",
+    )
     expect_error("unknown role 'evil'", "builtin:harmful", role="evil")
     expect_error("unknown split 'train'", "builtin:harmful", split="train")
 
@@ -384,9 +390,8 @@ def test_builtin_counts_uniqueness_and_stratified_disjoint_halves(name: str) -> 
         halves = collections.Counter(r["split"] for r in rows if r["category"] == category)
         assert set(halves) == {"optimize", "evaluate"}
         assert abs(halves["optimize"] - halves["evaluate"]) <= 1
-    role = "benign" if name == "benign" else "harmful"
-    opt = load_pairs(f"builtin:{name}", role=role, split="optimize")
-    ev = load_pairs(f"builtin:{name}", role=role, split="evaluate")
+    opt = load_pairs(f"builtin:{name}", role=name, split="optimize")
+    ev = load_pairs(f"builtin:{name}", role=name, split="evaluate")
     assert {p.prompt for p in opt}.isdisjoint({p.prompt for p in ev})
     assert len(opt) + len(ev) == len(rows)
     assert all(p.response for p in opt + ev)
@@ -513,6 +518,34 @@ def test_chat_template_without_turn_end_gets_eos(tiny_tokenizer: PreTrainedToken
     assert labels.count(tok.eos_token_id) == 1
 
 
+CHATML = (
+    "{% for m in messages %}{% if loop.first and m['role'] != 'system' %}"
+    "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}"
+    "<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+LLAMA3_LIKE = (
+    "{{ bos_token }}{% for m in messages %}<|{{ m['role'] }}|>\n\n{{ m['content'] | trim }}"
+    "<|end|>{% endfor %}{% if add_generation_prompt %}<|assistant|>\n\n{% endif %}"
+)
+
+
+@pytest.mark.parametrize(
+    ("template", "turn_end"), [(CHATML, "<|im_end|>\n"), (LLAMA3_LIKE, "<|end|>")]
+)
+def test_common_template_shapes(
+    tiny_tokenizer: PreTrainedTokenizerFast, template: str, turn_end: str
+) -> None:
+    # A BOS post-processor too: the template's own BOS must not be doubled.
+    tok = variant(tiny_tokenizer, chat_template=template, bos_processor=True)
+    pair = Pair("Name a color.", "Blue.", "t", 1)
+    enc = encode_pair(tok, pair, 128)
+    assert enc.input_ids[: enc.prompt_length] == encode_prompt(tok, pair.prompt)
+    assert unmasked_text(tok, enc.labels) == "Blue." + turn_end
+    expected_bos = 1 if template is LLAMA3_LIKE else 0
+    assert enc.input_ids.count(tok.bos_token_id) == expected_bos
+
+
 def test_template_that_renders_turns_differently_falls_back(
     tiny_tokenizer: PreTrainedTokenizerFast,
 ) -> None:
@@ -570,9 +603,13 @@ def test_truncation_keeps_prompt_and_cuts_response(alpaca_tok: PreTrainedTokeniz
     assert "--max-length" in str(info.value)
 
 
-def test_empty_response_after_templating(alpaca_tok: PreTrainedTokenizerFast) -> None:
+def test_empty_response_after_templating(
+    alpaca_tok: PreTrainedTokenizerFast, tiny_tokenizer: PreTrainedTokenizerFast
+) -> None:
     with pytest.raises(InputError, match=r"d\.csv:4: the response is empty after templating"):
         encode_pair(alpaca_tok, Pair("x", "", "d.csv", 4), 64)
+    with pytest.raises(InputError, match="t:2: the response is empty"):
+        encode_pair(tiny_tokenizer, Pair("x", " ", "t", 2), 64)
 
 
 def test_prompt_only_pair_has_no_labels(tiny_tokenizer: PreTrainedTokenizerFast) -> None:
@@ -677,3 +714,15 @@ def test_labels_train_a_real_model_on_the_response_only(
         )
     assert torch.isfinite(out.loss)
     assert torch.allclose(out.loss, manual, atol=1e-5)
+
+
+def test_missing_optional_packages_are_explained(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A None entry in sys.modules makes `import x` raise ImportError.
+    monkeypatch.setitem(sys.modules, "datasets", None)
+    err = expect_error("reading datasets needs `datasets`", "hf:org/name")
+    assert "panacea-patch[datasets]" in err.hint
+    monkeypatch.setitem(sys.modules, "pyarrow.parquet", None)
+    (tmp_path / "d.parquet").write_bytes(b"PAR1")
+    expect_error("reading Parquet needs pyarrow", str(tmp_path / "d.parquet"))

@@ -25,6 +25,13 @@ from panacea_patch.evaluation import (
     write_samples,
 )
 from panacea_patch.evaluation.batching import AUTO_START, is_out_of_memory
+from panacea_patch.evaluation.cli_support import (
+    eval_config_from_options,
+    parse_batch_size,
+    parse_label_map,
+    read_phrase_file,
+    report_json,
+)
 from panacea_patch.evaluation.judges import resolve_label_map
 from panacea_patch.evaluation.scoring import first_choice, last_number
 
@@ -222,7 +229,7 @@ def test_auto_batch_size_halves_on_out_of_memory() -> None:
     assert fn.sizes[:3] == [AUTO_START, AUTO_START // 2, AUTO_START // 4]
     assert max(fn.sizes[2:]) <= 16  # the smaller size is kept after backing off
     fn = _FakeOOM(limit=3, exc=RuntimeError)  # older torch: a plain RuntimeError
-    assert run_batched(fn, [1, 2, 3, 4, 5], "auto") == [10, 20, 30, 40, 50]
+    assert run_batched(fn, [1, 2, 3, 4, 5], "auto", progress=True) == [10, 20, 30, 40, 50]
 
 
 def test_batch_size_errors() -> None:
@@ -287,3 +294,38 @@ def test_compare_reports_and_samples_file(tmp_path) -> None:
     assert [r["verdict"] for r in rows] == ["refusal", "compliance"]
     assert rows[1]["output"] == "Ünïcode ✓"
     assert "samples" not in after.to_dict() and len(after.to_dict(samples=True)["samples"]) == 2
+
+
+def test_cli_option_parsing(tmp_path) -> None:
+    assert parse_batch_size("auto") == "auto" and parse_batch_size("8") == 8
+    with pytest.raises(InputError, match="--batch-size 'lots'"):
+        parse_batch_size("lots")
+    assert parse_label_map("LABEL_1=unsafe, LABEL_0=safe") == {
+        "LABEL_1": "unsafe",
+        "LABEL_0": "safe",
+    }
+    assert parse_label_map('{"toxic": "unsafe"}') == {"toxic": "unsafe"}
+    assert parse_label_map(None) is None
+    with pytest.raises(InputError, match="LABEL=safe"):
+        parse_label_map("LABEL_1")
+    phrases = tmp_path / "phrases.txt"
+    phrases.write_text("# my list\nje ne peux pas\n\nnein\n", encoding="utf-8")
+    assert read_phrase_file(phrases) == ("je ne peux pas", "nein")
+    cfg = eval_config_from_options(
+        benign="none",
+        batch_size="4",
+        judge_labels="LABEL_1=unsafe",
+        refusal_phrases_file=str(phrases),
+        max_new_tokens=None,
+    )
+    assert cfg.benign is None and cfg.batch_size == 4 and cfg.max_new_tokens == 48
+    assert cfg.judge_labels == {"LABEL_1": "unsafe"} and cfg.refusal_phrases[1] == "nein"
+    with pytest.raises(InputError, match="unknown evaluation option"):
+        eval_config_from_options(temperature=0.7)
+
+
+def test_report_json_before_after() -> None:
+    single = json.loads(report_json(_report(harmful_score=5.0)))
+    assert single["harmful_score"] == 5.0 and single["judge"] == "keyword"
+    both = json.loads(report_json(_report(harmful_score=5.0), _report(harmful_score=50.0)))
+    assert both["delta"]["harmful_score"] == -45.0 and both["before"]["harmful_score"] == 50.0

@@ -21,13 +21,18 @@ from tests.helpers import dir_hashes, load_all, read_json_stdout, run_cli, tenso
 def _targets(model_dir: Path) -> set[str]:
     src = resolve_source(model_dir)
     with ShardReader(src) as r:
-        return {t.name for t in select_targets(r.infos(), config=src.config, adapter=src.kind == "adapter")}
+        return {
+            t.name
+            for t in select_targets(r.infos(), config=src.config, adapter=src.kind == "adapter")
+        }
 
 
 @pytest.mark.parametrize(
     "fixture", ["llama_dir", "llama_sharded_bf16_dir", "qwen2_dir", "neox_dir", "lora_dir"]
 )
-def test_random_patch_invariants(fixture: str, request: pytest.FixtureRequest, tmp_path: Path) -> None:
+def test_random_patch_invariants(
+    fixture: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
     src_dir: Path = request.getfixturevalue(fixture)
     before = dir_hashes(src_dir)
     rho = 0.5
@@ -58,9 +63,18 @@ def test_random_patch_invariants(fixture: str, request: pytest.FixtureRequest, t
     assert PROVENANCE_FILE in out_files
 
 
-def test_same_seed_is_byte_identical_and_other_seed_differs(llama_sharded_bf16_dir: Path, tmp_path: Path) -> None:
+def test_same_seed_is_byte_identical_and_other_seed_differs(
+    llama_sharded_bf16_dir: Path, tmp_path: Path
+) -> None:
     for name, seed in (("a", 7), ("b", 7), ("c", 8)):
-        patch(llama_sharded_bf16_dir, tmp_path / name, method="random", rho=0.5, seed=seed, progress=False)
+        patch(
+            llama_sharded_bf16_dir,
+            tmp_path / name,
+            method="random",
+            rho=0.5,
+            seed=seed,
+            progress=False,
+        )
 
     def weights(d: str) -> dict[str, str]:
         return {k: v for k, v in dir_hashes(tmp_path / d).items() if k.endswith(".safetensors")}
@@ -129,14 +143,27 @@ def test_cli_json_contract(llama_dir: Path, tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     data = read_json_stdout(proc)
-    for key in ("output", "method", "rho", "realized_norm", "num_target_tensors", "num_target_params", "seconds"):
+    for key in (
+        "output",
+        "method",
+        "rho",
+        "realized_norm",
+        "num_target_tensors",
+        "num_target_params",
+        "seconds",
+    ):
         assert key in data
     assert data["output"] == str(out.resolve()) and data["method"] == "random"
 
 
 def test_targets_regex_override(llama_dir: Path, tmp_path: Path) -> None:
     result = patch(
-        llama_dir, tmp_path / "out", method="random", rho=0.1, targets=r"\.mlp\.down_proj\.", progress=False
+        llama_dir,
+        tmp_path / "out",
+        method="random",
+        rho=0.1,
+        targets=r"\.mlp\.down_proj\.",
+        progress=False,
     )
     assert result.num_target_tensors == 2
     changed = {layer["name"] for layer in result.layers}
@@ -145,5 +172,7 @@ def test_targets_regex_override(llama_dir: Path, tmp_path: Path) -> None:
 
 def test_rho_rel_is_relative_to_target_norm(llama_dir: Path, tmp_path: Path) -> None:
     result = patch(llama_dir, tmp_path / "out", method="random", rho_rel=0.02, progress=False)
-    assert result.target_weight_norm and result.rho == pytest.approx(0.02 * result.target_weight_norm)
+    assert result.target_weight_norm and result.rho == pytest.approx(
+        0.02 * result.target_weight_norm
+    )
     assert result.realized_norm == pytest.approx(result.rho, rel=0.01)

@@ -68,7 +68,11 @@ def encode_prompt(
     The end is kept because it holds the assistant header the model answers after.
     """
     ids = _tokenize(tokenizer, format_prompt(tokenizer, prompt), chat=has_chat_template(tokenizer))
-    return ids[-max_length:] if max_length else ids
+    if max_length is None:
+        return ids
+    if max_length < 1:
+        raise ValueError(f"max_length must be positive, got {max_length}")
+    return ids[-max_length:]
 
 
 def _completion_text(
@@ -128,7 +132,7 @@ def encode_pair(tokenizer: PreTrainedTokenizerBase, pair: Pair, max_length: int)
     eos_id = tokenizer.eos_token_id
     if needs_eos and eos_id is not None and (not response_ids or response_ids[-1] != eos_id):
         response_ids.append(eos_id)
-    if not response_ids or not completion.strip():
+    if not pair.response.strip() or not response_ids:
         raise InputError(
             f"{pair.where}: the response is empty after templating",
             hint="check the response text and the tokenizer's chat template",

@@ -51,7 +51,7 @@ def load_pairs(
 
     ``src`` is a path (``.jsonl``, ``.json``, ``.csv``, ``.parquet``), ``hf:org/name[:config][@split]``
     (a Hugging Face dataset or a local dataset directory; ``@split`` is the dataset's own split,
-    default ``train``), or ``builtin:harmful|refusal|benign``.
+    default ``train``), or ``builtin:harmful|refusal|benign`` (the name must match ``role``).
 
     Fields are found by name: the prompt from ``prompt_field`` or the first present of
     prompt/instruction/question/input/query/goal (an Alpaca ``instruction`` is joined with a
@@ -77,7 +77,7 @@ def load_pairs(
         )
     fields = _Fields(role, prompt_field, response_field)
     pairs: list[Pair] = []
-    for number, row in _open(src):
+    for number, row in _open(src, role):
         # Build before filtering so a bad row fails whichever half is asked for.
         pair = fields.pair(row, src, number)
         if split is not None and _row_split(row, pair) != split:
@@ -100,10 +100,17 @@ def _check_choice(name: str, value: str, allowed: Sequence[str]) -> None:
         raise InputError(f"unknown {name} '{value}'", hint=f"use one of: {', '.join(allowed)}")
 
 
-def _open(src: str) -> NumberedRows:
+def _open(src: str, role: Role) -> NumberedRows:
     if src.startswith("builtin:"):
         name = src.removeprefix("builtin:")
-        return read_jsonl(builtin.read_bytes(name), src)
+        data = builtin.read_bytes(name)
+        if name != role:
+            # e.g. builtin:harmful as refusal data would teach compliance: never what was meant.
+            raise InputError(
+                f"{src} holds {name} pairs, but it was given as {role} data",
+                hint=f"use builtin:{role} for the {role} role",
+            )
+        return read_jsonl(data, src)
     if src.startswith("hf:"):
         return read_hf(src.removeprefix("hf:"), src)
     return read_file(Path(src).expanduser(), src)

@@ -33,7 +33,9 @@ class EvalConfig:
     )
     harmful_split: str | None = opt(
         "evaluate",
-        "Split of a built-in harmful set: 'evaluate' never overlaps what the patch optimized on.",
+        "Half of the harmful set to use: 'evaluate' (default), 'optimize', or None for every "
+        "row. Built-in sets split by their split column, other sources by a hash of the prompt: "
+        "the 'evaluate' half is the one a patch never optimizes on.",
         group="data",
     )
     benign: str | None = opt(
@@ -41,7 +43,11 @@ class EvalConfig:
         "Benign prompts (responses optional) for over-refusal, KL and perplexity. None skips them.",
         group="data",
     )
-    benign_split: str | None = opt("evaluate", "Split of a built-in benign set.", group="data")
+    benign_split: str | None = opt(
+        "evaluate",
+        "Half of the benign set to use: 'evaluate' (default), 'optimize', or None for every row.",
+        group="data",
+    )
     prompt_field: str | None = opt(None, "Field name of the prompt in data files.", group="data")
     response_field: str | None = opt(
         None, "Field name of the response in data files.", group="data"

@@ -5,13 +5,15 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
+from panacea_patch.data import Role, load_pairs
 from panacea_patch.errors import InputError
 from panacea_patch.evaluation.config import EvalConfig
-from panacea_patch.evaluation.generation import generate_answers
+from panacea_patch.evaluation.generation import generate_answers, model_device
 from panacea_patch.evaluation.judges import Judge, JudgeOptions, make_judge
 from panacea_patch.evaluation.report import EvalReport, SampleRecord
 from panacea_patch.evaluation.scoring import get_scorer, parse_number
@@ -93,15 +95,17 @@ def evaluate(
     return report
 
 
+@dataclass(frozen=True)
 class _Data:
-    def __init__(self, harmful: list[Any], benign: list[Any], task: list[Any]) -> None:
-        self.harmful, self.benign, self.task = harmful, benign, task
+    harmful: list[Any]
+    benign: list[Any]
+    task: list[Any]
 
 
 def _load_data(config: EvalConfig) -> _Data:
-    harmful = _load(config, config.harmful, "harmful prompts", config.harmful_split)
-    benign = _load(config, config.benign, "benign prompts", config.benign_split)
-    task = _load_task(config) if config.task else []
+    harmful = _load(config, config.harmful, "harmful", config.harmful_split)
+    benign = _load(config, config.benign, "benign", config.benign_split)
+    task = _load_task(config, config.task) if config.task else []
     if not (harmful or benign or task):
         raise InputError(
             "nothing to evaluate: no harmful, benign or task set",
@@ -110,31 +114,30 @@ def _load_data(config: EvalConfig) -> _Data:
     return _Data(harmful, benign, task)
 
 
-def _load(config: EvalConfig, src: str | None, what: str, split: Any) -> list[Any]:
-    from panacea_patch.data import load_pairs
-
+def _load(config: EvalConfig, src: str | None, role: Role, split: Any) -> list[Any]:
     if not src:
         return []
+    # Evaluation needs prompts only, so files load under the "benign" rules (response optional):
+    # a prompt-only harmful file is fine. Built-in sets must be named for their own role.
+    load_role: Role = role if src.startswith("builtin:") else "benign"
     try:
-        # Role "benign" because evaluation needs prompts only: a prompt-only harmful file is fine.
         return load_pairs(
             src,
-            role="benign",
+            role=load_role,
             split=split,
             prompt_field=config.prompt_field,
             response_field=config.response_field,
             limit=config.max_examples,
         )
     except InputError as exc:
-        raise InputError(exc.message.replace("benign rows", what), hint=exc.hint) from exc
+        message = exc.message.replace(f"no {load_role} rows", f"no {role} prompts")
+        raise InputError(message, hint=exc.hint) from exc
 
 
-def _load_task(config: EvalConfig) -> list[Any]:
-    from panacea_patch.data import load_pairs
-
-    assert config.task is not None
+def _load_task(config: EvalConfig, src: str) -> list[Any]:
+    # Every row counts: a task file is not split into halves.
     rows = load_pairs(
-        config.task, role="benign", split=None, response_field="answer", limit=config.max_examples
+        src, role="benign", split=None, response_field="answer", limit=config.max_examples
     )
     for row in rows:
         if row.response is None:
@@ -151,11 +154,9 @@ def _load_task(config: EvalConfig) -> list[Any]:
 
 
 def _judge_options(config: EvalConfig, matcher: RefusalMatcher, model: Any) -> JudgeOptions:
-    from panacea_patch.evaluation.generation import model_device
-
     return JudgeOptions(
         labels=config.judge_labels,
-        input=config.judge_input,
+        input_mode=config.judge_input,
         template=config.judge_template,
         matcher=matcher,
         max_repeats=config.max_repeats,

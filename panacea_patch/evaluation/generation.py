@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from transformers import GenerationConfig
 
+from panacea_patch.data import encode_prompt, resolve_pad_token_id
 from panacea_patch.errors import InputError
 from panacea_patch.evaluation.batching import BatchSize, run_batched
 
@@ -38,13 +39,6 @@ def eos_token_ids(model: Any, tokenizer: Any) -> list[int]:
             if int(item) not in ids:
                 ids.append(int(item))
     return ids
-
-
-def pad_token_id(tokenizer: Any, eos_ids: Sequence[int]) -> int:
-    """The tokenizer's pad id, else the first eos id, else 0 (pads are masked out anyway)."""
-    if tokenizer.pad_token_id is not None:
-        return int(tokenizer.pad_token_id)
-    return int(eos_ids[0]) if eos_ids else 0
 
 
 def encode_texts(tokenizer: Any, texts: Sequence[str]) -> list[list[int]]:
@@ -153,7 +147,7 @@ def generate_from_ids(
     if any(len(ids) == 0 for ids in prompt_ids):
         raise InputError("a prompt tokenizes to nothing", hint="remove empty prompts")
     eos_ids = eos_token_ids(model, tokenizer)
-    pad_id = pad_token_id(tokenizer, eos_ids)
+    pad_id = resolve_pad_token_id(tokenizer)
     config = greedy_config(max_new_tokens, eos_ids, pad_id)
     device = model_device(model)
     order = sorted(range(len(prompt_ids)), key=lambda i: (-len(prompt_ids[i]), i))
@@ -207,8 +201,6 @@ def generate_texts(
 def encode_prompts(tokenizer: Any, prompts: Sequence[str]) -> list[list[int]]:
     """Generation-prompt token ids of user ``prompts`` through the project's one formatter
     (chat template or Alpaca fallback, no doubled BOS), as the optimization losses see them."""
-    from panacea_patch.data import encode_prompt
-
     return [encode_prompt(tokenizer, prompt) for prompt in prompts]
 
 

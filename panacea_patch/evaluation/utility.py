@@ -10,13 +10,13 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from panacea_patch.data import build_batches, resolve_pad_token_id
 from panacea_patch.errors import InputError
 from panacea_patch.evaluation.batching import BatchSize, run_batched
 from panacea_patch.evaluation.generation import (
     encode_prompts,
     generate_from_ids,
     model_device,
-    pad_token_id,
 )
 
 
@@ -101,7 +101,7 @@ def kl_to_reference(
         progress=progress,
         desc="reference continuations",
     )
-    pad_id = pad_token_id(tokenizer, [tokenizer.eos_token_id or 0])
+    pad_id = resolve_pad_token_id(tokenizer)
 
     def run(indices: list[int]) -> list[tuple[float, int]]:
         # Drop the last continuation token: nothing predicts from it.
@@ -154,8 +154,6 @@ def perplexity(
     prompt + response, labels ``-100`` except response tokens, truncated to ``max_length``).
     The result is ``exp(total NLL / number of response tokens)`` over all pairs (token-weighted).
     """
-    from panacea_patch.data import build_batches
-
     if not pairs:
         raise InputError(
             "no benign pairs with responses to compute perplexity on",
@@ -186,5 +184,5 @@ def _batch_nll(model: Any, batch: dict[str, torch.Tensor]) -> list[tuple[float, 
     labels = batch["labels"].to(logits.device)[:, 1:]
     nll = F.cross_entropy(logits[:, :-1].transpose(1, 2), labels.clamp(min=0), reduction="none")
     keep = labels != -100
-    nll = (nll * keep).double().sum(-1).cpu().tolist()
-    return list(zip(nll, keep.sum(-1).cpu().tolist(), strict=True))
+    sums = (nll * keep).double().sum(-1).cpu().tolist()
+    return list(zip(sums, keep.sum(-1).cpu().tolist(), strict=True))

@@ -1,0 +1,316 @@
+"""One patch run: choose the targets, draw or optimize ε, write atomically, evaluate.
+
+Data flows one way: source → loaded model + targets → objective → optimizer → writer.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from .api import PatchResult
+from .atomic import atomic_output_dir
+from .checkpoint import ShardReader, copy_aux_files, write_patched
+from .config import PatchConfig
+from .errors import InputError
+from .kernels import ops
+from .measure import MeasuringTransform, finish_shares
+from .methods.apply import EpsTransform, MergedBase
+from .provenance import (
+    command_line,
+    metadata_entry,
+    now_iso,
+    package_versions,
+    read_provenance,
+    write_provenance,
+)
+from .safetensors_io import StreamingWriter
+from .source import ResolvedSource, parse_hub_id
+from .targets import Target, select_targets
+
+log = logging.getLogger("panacea_patch")
+
+DEFAULT_RHO_REL = 0.01
+DELTA_FILE = "panacea_delta.safetensors"
+
+
+class PatchJob:
+    """Holds the state of one run; ``plan`` is cheap (dry run), ``execute`` does the work."""
+
+    def __init__(
+        self, cfg: PatchConfig, src: ResolvedSource, *, progress: bool, token: str | None
+    ) -> None:
+        self.cfg, self.src, self.progress, self.token = cfg, src, progress, token
+        self.lm: Any = None
+        self.merged: dict[str, Any] = {}
+        self.extra: dict[str, Any] = {}
+        self.grad_share: dict[str, float] = {}
+        self.reports: tuple[Any, Any] | None = None
+
+    def plan(self, out: Path | None) -> PatchResult:
+        cfg = self.cfg
+        if out is not None and self.src.kind == "adapter":
+            check_adapter_base(self.src)
+            if cfg.merge_adapter:
+                self._load_model()  # merging switches the written checkpoint to the base's
+        with ShardReader(self.src) as reader:
+            self.targets = select_targets(
+                reader.infos(),
+                config=self.src.config,
+                adapter=self.src.kind == "adapter",
+                pattern=cfg.targets,
+            )
+        self.result = PatchResult(
+            output=str(out.resolve()) if out is not None else None,
+            method=cfg.method,
+            rho=cfg.rho,
+            rho_rel=cfg.rho_rel,
+            realized_norm=None,
+            num_target_tensors=len(self.targets),
+            num_target_params=sum(t.numel for t in self.targets),
+            seconds=0.0,
+            dry_run=out is None,
+            seed=cfg.seed,
+            source=source_dict(self.src),
+            targets=[target_dict(t) for t in self.targets],
+            backend=ops.backend(),
+        )
+        return self.result
+
+    def execute(self, out: Path) -> None:
+        cfg = self.cfg
+        if (cfg.method != "random" or cfg.eval) and self.lm is None:
+            self._load_model()
+        before = self._evaluate_before() if cfg.eval else None
+        with ShardReader(self.src) as reader:
+            transform = self._transform(reader)
+            if self.merged:
+                transform = MergedBase(transform, self.merged)
+            self._write(reader, transform, out)
+        if before is not None:
+            self._evaluate_after(out, before)
+
+    # --- model and ε ----------------------------------------------------------------------
+
+    def _load_model(self) -> None:
+        from .modeling import load_model
+
+        cfg = self.cfg
+        self.lm = load_model(
+            self.src,
+            device=cfg.device,
+            dtype=cfg.dtype,
+            merge_adapter=cfg.merge_adapter,
+            trust_remote_code=cfg.trust_remote_code,
+            device_map=cfg.device_map,
+            token=self.token,
+        )
+        if self.lm.merged:
+            self.src = self.lm.source
+            self.merged = {t: p.detach() for t, p in self.lm.parameters_by_tensor().items()}
+
+    def _transform(self, reader: ShardReader) -> Any:
+        from .methods.random import RandomTransform, noise_offsets
+
+        cfg, result = self.cfg, self.result
+        if cfg.method == "random":
+            result.rho = self._rho_random(reader)
+            return RandomTransform(self.targets, rho=result.rho, seed=cfg.seed)
+        outcome = self._optimize()
+        result.rho = outcome.rho
+        result.optimization = outcome.summary()
+        self.grad_share = outcome.grad_share
+        return EpsTransform(
+            outcome.eps, rounding=cfg.rounding, seed=cfg.seed, offsets=noise_offsets(self.targets)
+        )
+
+    def _rho_random(self, reader: ShardReader) -> float:
+        cfg = self.cfg
+        if cfg.max_kl is not None:
+            raise InputError(
+                "--max-kl needs an optimized method", hint="use --method panacea, or pass --rho"
+            )
+        if cfg.rho is not None:
+            return cfg.rho
+        weights = (self.merged[t.name] if self.merged else reader.get(t.name) for t in self.targets)
+        return self._from_rel(math.sqrt(sum(float(ops.multi_sumsq([w])) for w in weights)))
+
+    def _from_rel(self, target_norm: float) -> float:
+        rel = self.cfg.rho_rel if self.cfg.rho_rel is not None else DEFAULT_RHO_REL
+        self.result.target_weight_norm = target_norm
+        self.result.rho_rel = rel
+        return rel * target_norm
+
+    def _optimize(self) -> Any:
+        from .methods.perturb import AlignmentData, PerturbationRun, search_rho
+
+        cfg = self.cfg
+        data = AlignmentData.load(self.lm.tokenizer, cfg)
+        self.extra["data"] = {"digests": data.digests, "counts": data.counts, "split": "optimize"}
+        run = PerturbationRun(self.lm, [t.name for t in self.targets], cfg, data)
+        with tqdm(desc="optimizing", unit="pass", disable=not self.progress) as bar:
+            if cfg.max_kl is not None:
+                self.result.target_weight_norm = run.target_norm
+                start = DEFAULT_RHO_REL * run.target_norm
+                rho, path = search_rho(run, cfg.max_kl, start=start, progress=bar.update)
+            else:
+                rho = cfg.rho if cfg.rho is not None else self._from_rel(run.target_norm)
+                path = []
+            outcome = run.run(rho, progress=bar.update)
+        outcome.rho_search = path
+        self.run = run
+        return outcome
+
+    # --- writing --------------------------------------------------------------------------
+
+    def _write(self, reader: ShardReader, transform: Any, out: Path) -> None:
+        cfg, result = self.cfg, self.result
+        record = self._record()
+        total = sum(i.nbytes for i in reader.infos().values())
+        with (
+            atomic_output_dir(out, overwrite=cfg.overwrite, source=self.src.path) as tmp,
+            tqdm(total=total, unit="B", unit_scale=True, desc="writing", disable=not self.progress) as bar,
+        ):
+            delta = _delta_writer(reader, self.targets, tmp) if cfg.save_delta else None
+            measuring = MeasuringTransform(transform, self.targets, delta=delta)
+            try:
+                report = write_patched(
+                    reader, tmp, measuring, metadata=metadata_entry(record), progress=bar.update
+                )
+            except BaseException:
+                if delta is not None:
+                    delta.abort()
+                raise
+            if delta is not None:
+                delta.close()
+                record["delta_file"] = DELTA_FILE
+            copy_aux_files(self.src.path, tmp)
+            result.realized_norm = finish_shares(measuring.stats)
+            for stats in measuring.stats:
+                stats.grad_share = self.grad_share.get(stats.name)
+            result.layers = [s.to_dict() for s in measuring.stats]
+            record.update(
+                rho=result.rho,
+                rho_rel=result.rho_rel,
+                realized_norm=result.realized_norm,
+                target_weight_norm=result.target_weight_norm,
+                optimization=result.optimization,
+                layers=result.layers,
+                output_files=report.output_hashes,
+            )
+            record["source"]["files"] = report.input_hashes
+            write_provenance(tmp, record)
+        _warn_if_vanished(result)
+
+    def _record(self) -> dict[str, Any]:
+        cfg, result = self.cfg, self.result
+        versions = package_versions()
+        return {
+            "tool": "panacea-patch",
+            "version": versions["panacea-patch"],
+            "created": now_iso(),
+            "command": command_line(),
+            "source": source_dict(self.src),
+            "method": cfg.method,
+            "config": cfg.to_dict(),
+            "seed": cfg.seed,
+            "rho": result.rho,
+            "targets": {"count": result.num_target_tensors, "params": result.num_target_params},
+            "backend": result.backend,
+            "versions": versions,
+            **self.extra,
+        }
+
+    # --- evaluation -----------------------------------------------------------------------
+
+    def _eval_config(self) -> Any:
+        from .evaluation import EvalConfig
+
+        cfg = self.cfg
+        return EvalConfig(
+            judge=cfg.judge,
+            max_new_tokens=cfg.max_new_tokens,
+            seed=cfg.seed,
+            progress=self.progress,
+            allow_pickle=cfg.allow_pickle,
+        )
+
+    def _evaluate_before(self) -> Any:
+        from .evaluation import evaluate
+
+        return evaluate(self.lm.model, self.lm.tokenizer, self._eval_config())
+
+    def _evaluate_after(self, out: Path, before: Any) -> None:
+        from .evaluation import compare_reports, evaluate
+        from .modeling import load_model
+
+        # The reference for KL is the unpatched model: put the original weights back.
+        if getattr(self, "run", None) is not None:
+            self.run.state.restore()
+        # Evaluate what was written (rounded to the stored dtype), not the live fp32 weights.
+        patched = load_model(
+            out,
+            device=self.cfg.device,
+            dtype=self.cfg.dtype,
+            trust_remote_code=self.cfg.trust_remote_code,
+            token=self.token,
+        )
+        after = evaluate(patched.model, patched.tokenizer, self._eval_config(), reference=self.lm.model)
+        self.result.metrics = compare_reports(before, after)
+        self.reports = (before, after)
+        record = read_provenance(out) or {}
+        record["metrics"] = self.result.metrics
+        write_provenance(out, record)
+
+
+def _delta_writer(reader: ShardReader, targets: list[Target], tmp: Path) -> StreamingWriter:
+    """ε's file, laid out in the order the writer meets the targets (shard by shard)."""
+    wanted = {t.name for t in targets}
+    order = [n for _, names in reader.shards() for n in names if n in wanted]
+    import torch
+
+    layout = [(n, torch.float32, reader.info(n).shape) for n in order]
+    return StreamingWriter(tmp / DELTA_FILE, layout, {"format": "pt", "content": "w_patched - w_source"})
+
+
+def _warn_if_vanished(result: PatchResult) -> None:
+    if result.rho and result.realized_norm is not None and result.realized_norm < 0.5 * result.rho:
+        log.warning(
+            "realized |w' - w| = %.4g is well below rho = %.4g: most of the perturbation "
+            "vanished when rounding to the stored dtype; use a larger rho or --rounding stochastic",
+            result.realized_norm,
+            result.rho,
+        )
+
+
+def source_dict(src: ResolvedSource) -> dict[str, Any]:
+    return {
+        "spec": src.spec,
+        "path": str(src.path),
+        "kind": src.kind,
+        "repo_id": src.repo_id,
+        "revision": src.revision,
+        "commit_sha": src.commit_sha,
+        "base_model": src.base_model,
+    }
+
+
+def target_dict(t: Target) -> dict[str, Any]:
+    return {"name": t.name, "shape": list(t.shape), "numel": t.numel, "layer": t.layer, "module": t.module}
+
+
+def check_adapter_base(src: ResolvedSource) -> None:
+    """An adapter is only useful with its base: fail early when the base cannot be found."""
+    base = src.base_model
+    if base and Path(base).expanduser().is_dir():
+        return
+    if base and parse_hub_id(base) is not None:
+        return  # a Hub id: resolved when the model is loaded (network or cache)
+    raise InputError(
+        f"the adapter's base model {base!r} cannot be found",
+        hint="pass --base-model PATH_OR_HUB_ID pointing at the model the adapter was trained on",
+    )

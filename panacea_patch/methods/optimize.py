@@ -1,0 +1,226 @@
+"""The closed form ε* = ρ·∇h/‖∇h‖ and Panacea's normalized projected gradient ascent on J.
+
+Memory: we hold the original target weights w₀, ε (fp32) and the live weights, and never a full
+gradient copy. Each target parameter has a post-accumulate-grad hook that folds its gradient into
+ε with ``pgd_step_`` as soon as backward produces it, then frees it.
+
+A global-norm step needs ‖g‖ over every tensor, which is only known once backward finishes. We
+reconcile this as follows:
+- closed form: the hook adds the raw gradient (ε += g); the global norm is read afterwards from
+  the Σε² that ``pgd_step_`` returns, and ``project_apply_`` rescales ε to ρ in a second cheap
+  pass that also writes the live weights;
+- Panacea, global budget: step k is normalized by the exact global gradient norm of step k−1
+  (measured in the same hooks; step 0 uses ‖∇h‖ from the closed form). The projection onto the
+  ρ-ball afterwards is exact, so the lag only affects the effective step length;
+- Panacea, layer budget: each tensor's step is normalized by its own gradient norm, which the
+  hook knows exactly, and each tensor is projected onto its own ball.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from ..errors import RuntimeFailure
+from ..kernels import ops
+from ..objectives import Objective, response_ce, to_device
+
+log = logging.getLogger("panacea_patch")
+
+
+class PerturbationState:
+    """w₀, ε (fp32) and the live parameters of the target set."""
+
+    def __init__(self, params: dict[str, torch.nn.Parameter], *, budget: str, rho: float) -> None:
+        self.params = params
+        self.w0 = {n: p.detach().clone() for n, p in params.items()}
+        self.eps = {n: torch.zeros(p.shape, dtype=torch.float32, device=p.device) for n, p in params.items()}
+        self.budget = budget
+        self.rho = rho
+        self.w_norms = {n: math.sqrt(float(ops.multi_sumsq([w]))) for n, w in self.w0.items()}
+        bad = [n for n, v in self.w_norms.items() if not math.isfinite(v)]
+        if bad:
+            raise RuntimeFailure(f"weight tensor {bad[0]!r} contains NaN or inf", hint="check the checkpoint")
+        total = math.sqrt(sum(v * v for v in self.w_norms.values())) or 1.0
+        # Layer budget: ρ_t ∝ ‖w_t‖ with Σρ_t² = ρ², so the whole ε still satisfies ‖ε‖ ≤ ρ.
+        self.rho_t = {n: rho * v / total for n, v in self.w_norms.items()}
+
+    def project(self, eps_sq: dict[str, float], *, exact: bool = False) -> float:
+        """Project ε onto the budget (exact=True scales onto the sphere), write live weights.
+
+        Returns the resulting ‖ε‖₂.
+        """
+        if self.budget == "layer":
+            scales = {n: self._scale(self.rho_t[n], sq, exact) for n, sq in eps_sq.items()}
+        else:
+            s = self._scale(self.rho, sum(eps_sq.values()), exact)
+            scales = dict.fromkeys(eps_sq, s)
+        for n, s in scales.items():
+            self._apply(n, s)
+        return math.sqrt(sum(sq * scales[n] ** 2 for n, sq in eps_sq.items()))
+
+    @staticmethod
+    def _scale(radius: float, sq: float, exact: bool) -> float:
+        norm = math.sqrt(sq)
+        if norm == 0.0:
+            return 0.0
+        return radius / norm if exact or norm > radius else 1.0
+
+    def _apply(self, name: str, scale: float) -> None:
+        ops.project_apply_(self.eps[name], self.w0[name], self.params[name].data, scale)
+
+    def restore(self) -> None:
+        for n, p in self.params.items():
+            p.data.copy_(self.w0[n])
+
+
+@dataclass
+class GradSink:
+    """Post-accumulate-grad hooks that fold each gradient into ε and free it."""
+
+    state: PerturbationState
+    coef: Callable[[str, float], float] = lambda name, gsq: 1.0
+    grad_sq: dict[str, float] = field(default_factory=dict)
+    eps_sq: dict[str, float] = field(default_factory=dict)
+    _handles: list = field(default_factory=list)
+
+    def __enter__(self) -> GradSink:
+        for name, p in self.state.params.items():
+            self._handles.append(p.register_post_accumulate_grad_hook(self._hook(name)))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for h in self._handles:
+            h.remove()
+        for p in self.state.params.values():
+            p.grad = None
+
+    def _hook(self, name: str) -> Callable[[torch.Tensor], None]:
+        def fold(p: torch.Tensor) -> None:
+            g = p.grad
+            gsq = float(ops.multi_sumsq([g]))
+            self.grad_sq[name] = self.grad_sq.get(name, 0.0) + gsq
+            self.eps_sq[name] = float(ops.pgd_step_(self.state.eps[name], g, self.coef(name, gsq)))
+            p.grad = None
+
+        return fold
+
+    def check_finite(self, where: str) -> None:
+        for name, v in {**self.grad_sq, **self.eps_sq}.items():
+            if not math.isfinite(v):
+                raise RuntimeFailure(
+                    f"{where}: the gradient of tensor {name!r} is NaN or inf; nothing was written",
+                    hint="lower --rho / --step-size, use --dtype float32, or check the data",
+                )
+
+    def missing(self) -> list[str]:
+        return [n for n in self.state.params if n not in self.eps_sq]
+
+
+def _check_loss(value: torch.Tensor, where: str) -> None:
+    if not torch.isfinite(value):
+        raise RuntimeFailure(
+            f"{where} is {float(value)}; nothing was written",
+            hint="check the data and the model, or use --dtype float32",
+        )
+
+
+def closed_form(
+    state: PerturbationState,
+    model: torch.nn.Module,
+    harmful: Sequence[dict],
+    *,
+    device: torch.device,
+    progress: Callable[[], None] | None = None,
+) -> dict[str, float]:
+    """Set ε = ρ·∇h/‖∇h‖ (h over all harmful batches); returns per-tensor ‖∇h_t‖² shares etc."""
+    sizes = [int((b["labels"][:, 1:] != -100).sum()) for b in harmful]
+    total = max(sum(sizes), 1)
+    for e in state.eps.values():
+        e.zero_()
+    h_sum = 0.0
+    with GradSink(state) as sink:
+        for i, (batch, n) in enumerate(zip(harmful, sizes, strict=True)):
+            h = response_ce(model, to_device(batch, device))
+            _check_loss(h, f"harmful loss h on batch {i}")
+            h_sum += float(h.detach()) * n
+            # Token-weighted, so the accumulated ε is the gradient of the mean over all tokens.
+            # No cap here: ε* is the paper's ∇h at w; the cap belongs to the ascent objective.
+            (h * (n / total)).backward()
+            sink.check_finite(f"closed form, batch {i}")
+            if progress:
+                progress()
+        missing = sink.missing()
+        if missing:
+            raise RuntimeFailure(
+                f"target tensor {missing[0]!r} received no gradient from the harmful loss",
+                hint="choose --targets that take part in the forward pass",
+            )
+        grad_sq = dict(sink.eps_sq)
+    gnorm = math.sqrt(sum(grad_sq.values()))
+    if gnorm == 0.0:
+        raise RuntimeFailure(
+            "the harmful-loss gradient is exactly zero",
+            hint="check that the harmful data has response tokens and the targets are used",
+        )
+    state.project(grad_sq, exact=True)
+    return {
+        "grad_norm": gnorm,
+        "h": h_sum / total,
+        "grad_share": {n: v / gnorm**2 for n, v in grad_sq.items()},
+    }
+
+
+def cosine_step(k: int, steps: int, base: float) -> float:
+    """Step size for step k: cosine decay from ``base`` to 10% of it."""
+    if steps <= 1:
+        return base
+    return base * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * k / (steps - 1))))
+
+
+def panacea_ascent(
+    state: PerturbationState,
+    model: torch.nn.Module,
+    objective: Objective,
+    *,
+    steps: int,
+    step_size: float,
+    init_grad_norm: float,
+    progress: Callable[[], None] | None = None,
+) -> list[dict[str, float]]:
+    """K steps of normalized projected gradient ascent on J, from the current ε."""
+    history: list[dict[str, float]] = []
+    prev_norm = init_grad_norm
+    for k in range(steps):
+        eta = cosine_step(k, steps, step_size)
+        if state.budget == "layer":
+            coef = _layer_coef(state, eta)
+        else:
+            c = eta * state.rho / max(prev_norm, 1e-30)
+            coef = lambda name, gsq, c=c: c  # noqa: E731
+        with GradSink(state, coef=coef) as sink:
+            terms = objective.terms(model, k)
+            _check_loss(terms["J"], f"step {k}: objective J")
+            terms["J"].backward()
+            sink.check_finite(f"step {k}")
+            eps_sq = dict(sink.eps_sq)
+            prev_norm = math.sqrt(sum(sink.grad_sq.values()))
+        norm = state.project(eps_sq)
+        record = {key: float(v) for key, v in terms.items()}
+        record.update(step=k, eta=eta, grad_norm=prev_norm, eps_norm=norm)
+        history.append(record)
+        log.info("step %d: %s", k, " ".join(f"{a}={b:.4g}" for a, b in record.items() if a != "step"))
+        if progress:
+            progress()
+    return history
+
+
+def _layer_coef(state: PerturbationState, eta: float) -> Callable[[str, float], float]:
+    def coef(name: str, gsq: float) -> float:
+        return eta * state.rho_t[name] / max(math.sqrt(gsq), 1e-30)
+
+    return coef
