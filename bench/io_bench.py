@@ -96,7 +96,7 @@ def plain_copy(src: Path, dst: Path) -> float:
 
 def run_patch(src: Path, out: Path) -> tuple[float, float]:
     """(seconds, peak RSS in bytes) of a real CLI run in a fresh child process."""
-    cmd = [sys.executable, "-m", "panacea_patch.cli.main", "patch", str(src), "--out", str(out),
+    cmd = [sys.executable, "-m", "panacea_patch.cli", "patch", str(src), "--out", str(out),
            "--method", "random", "--rho", "1.0", "--seed", "0", "--quiet", "--json"]
     start = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True)

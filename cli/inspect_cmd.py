@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import click
+
+from .common import emit_json, handle_errors
 
 
 @click.command("inspect")
@@ -29,29 +29,23 @@ import click
     show_default=True,
     help="List the N tensors with the largest share of |eps|^2 (0: none). Text output only.",
 )
-def inspect_cmd(**kwargs: Any) -> None:
+@handle_errors
+def inspect_cmd(
+    patched: str, reference: str, plot_path: str | None, as_json: bool, top: int
+) -> None:
     """Show where the perturbation in PATCHED lies, per layer and module, against --reference.
 
     Reads only the two checkpoints, one tensor pair at a time. The harmful-gradient share is
     shown when PATCHED has a panacea_patch.json that records it.
     """
-    # main.py imports this module to register the command, so importing main at module level
-    # would be circular (and `python -m panacea_patch.cli.main` would load main twice).
-    from .main import handle_errors
-
-    handle_errors(_run)(**kwargs)
-
-
-def _run(patched: str, reference: str, plot_path: str | None, as_json: bool, top: int) -> None:
+    # Imported here so `panacea-patch --help` does not pay for torch.
     from panacea_patch.inspect import format_report, inspect_patch, plot_report
-
-    from .main import emit_json
 
     report = inspect_patch(patched, reference)
     if plot_path:
         plot_report(report, plot_path)
     if as_json:
-        emit_json(report.to_dict())
+        emit_json({**report.to_dict(), "plot": plot_path})
         return
     click.echo(format_report(report, top=top))
     if plot_path:

@@ -14,52 +14,11 @@ import click
 
 from panacea_patch import __version__
 from panacea_patch.config import PatchConfig, load_config_file
-from panacea_patch.errors import PanaceaError
 
+from .common import emit_json, handle_errors, setup_logging
 from .options import config_options, explicit_values
 
 log = logging.getLogger("panacea_patch")
-
-
-def _setup_logging(verbose: int) -> None:
-    level = logging.WARNING - 10 * verbose
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
-    root = logging.getLogger("panacea_patch")
-    root.handlers[:] = [handler]
-    root.setLevel(max(level, logging.DEBUG))
-
-
-def emit_json(obj: Any) -> None:
-    """Exactly one JSON object on stdout."""
-    click.echo(json.dumps(obj, indent=2, default=str))
-
-
-def handle_errors(fn: Callable) -> Callable:
-    """Map library errors to exit codes: 2 for bad input, 1 for runtime failures."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        as_json = bool(kwargs.get("as_json"))
-        try:
-            return fn(*args, **kwargs)
-        except PanaceaError as exc:
-            _fail(str(exc), exc.exit_code, as_json)
-        except KeyboardInterrupt:
-            _fail("interrupted; nothing was written", 130, as_json)
-        except BaseException as exc:
-            if type(exc).__name__ == "Terminated":
-                _fail("terminated; nothing was written", 143, as_json)
-            raise
-
-    return wrapper
-
-
-def _fail(message: str, code: int, as_json: bool) -> None:
-    click.echo(f"Error: {message}", err=True)
-    if as_json:
-        emit_json({"error": message, "exit_code": code})
-    sys.exit(code)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -102,7 +61,7 @@ def patch_cmd(
     """Patch the fine-tuned checkpoint SOURCE (a directory or a Hub id org/name[@rev])."""
     from panacea_patch.api import patch
 
-    _setup_logging(verbose)
+    setup_logging(verbose)
     cfg = _patch_config(ctx, config_file)
     if out is None and not dry_run:
         raise click.UsageError("--out DIR is required (or pass --dry-run)")
@@ -118,6 +77,10 @@ def patch_cmd(
 from .inspect_cmd import inspect_cmd  # noqa: E402 - registered beside patch
 
 main.add_command(inspect_cmd, "inspect")
+
+from .push_cmd import push_cmd  # noqa: E402 - registered beside patch
+
+main.add_command(push_cmd, "push")
 
 
 def _print_targets(result: Any) -> None:
@@ -138,7 +101,15 @@ def _print_summary(result: Any) -> None:
         f"targets={result.num_target_tensors} ({result.num_target_params:,} params) "
         f"in {result.seconds:.1f}s"
     )
+    if result.push:
+        push = result.push
+        click.echo(f"Pushed {push['pr_url'] or push['commit_url']}")
 
+
+# Subcommands live in their own modules; imported last because they use this module's group.
+from .eval_cmd import eval_cmd  # noqa: E402
+
+main.add_command(eval_cmd, "eval")
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -9,7 +9,7 @@ from typing import Any
 
 from .atomic import check_output_path
 from .config import PatchConfig
-from .errors import InputError
+from .errors import InputError, PanaceaError, RuntimeFailure
 from .source import resolve_source
 
 
@@ -64,6 +64,11 @@ def patch(
         cfg = PatchConfig(**{**cfg.to_dict(), **options})
     if out is None and not dry_run:
         raise InputError("no output directory given", hint="pass --out DIR (or out=...)")
+    if cfg.push_to_hub:
+        from .hub import check_push_target
+
+        # Before any work: a bad repo id should not surface after an hour of optimizing.
+        check_push_target(cfg.push_to_hub, revision=cfg.hub_revision, create_pr=cfg.create_pr)
     started = time.perf_counter()
     src = resolve_source(
         source,
@@ -79,5 +84,31 @@ def patch(
     result = job.plan(out_path)
     if out_path is not None:
         job.execute(out_path)
+        if cfg.push_to_hub:
+            result.push = _push(cfg, out_path, job.src.path, token)
     result.seconds = time.perf_counter() - started
     return result
+
+
+def _push(cfg: PatchConfig, out: Path, source_dir: Path, token: str | None) -> dict[str, Any]:
+    """Publish the written output; a failure leaves it in place and says how to retry."""
+    from .publish import publish
+
+    try:
+        pushed = publish(
+            out,
+            cfg.push_to_hub,  # type: ignore[arg-type]
+            private=cfg.private,
+            revision=cfg.hub_revision,
+            create_pr=cfg.create_pr,
+            commit_message=cfg.commit_message,
+            token=token,
+            source_dir=source_dir,
+        )
+    except PanaceaError as exc:
+        # The patch itself succeeded and is on disk, so this is never a usage error (exit 1).
+        raise RuntimeFailure(
+            f"the patched model was written to {out}, but the push failed: {exc.message}",
+            hint=exc.hint,
+        ) from None
+    return asdict(pushed)

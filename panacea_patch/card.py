@@ -13,10 +13,12 @@ our README (replaceable) from one the user wrote (kept unless asked).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
 import re
+import shlex
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeGuard
@@ -29,6 +31,8 @@ from .hub import scrub_secrets
 logger = logging.getLogger(__name__)
 
 MARKER = "<!-- panacea-patch:model-card -->"
+SOURCE_MARKER = "<!-- panacea-patch:source-card -->"
+"""Precedes the source card's text in ours, so a later refresh can recover it without the source."""
 README = "README.md"
 PAPER_URL = "https://arxiv.org/abs/2501.18100"
 
@@ -54,6 +58,9 @@ _SOURCE_ONLY_KEYS = {
     "library_name",
     "tags",
 }
+# Front-matter keys this card sets itself; what else our front matter holds came from the source.
+_OWN_KEYS = {"library_name", "model-index", "eval_results", "model_name"}
+_OWN_TAGS = {"panacea-patch", "safety", "peft"}
 _YAML_BLOCK = re.compile(r"^\s*---\r?\n([\s\S]*?)\r?\n---[ \t]*(?:\r?\n|$)")
 _SECRET_KEY = re.compile(r"(?i)(token|secret|password|api[_-]?key)")
 
@@ -136,6 +143,37 @@ def split_card(text: str | None) -> tuple[dict[str, Any], str]:
 def is_generated_card(text: str) -> bool:
     """Whether a README was written by :func:`write_model_card` (its body starts with MARKER)."""
     return split_card(text)[1].lstrip().startswith(MARKER)
+
+
+def recover_source_card(generated: str) -> str | None:
+    """The source card embedded in a card we generated, or None when it embeds none.
+
+    Used when the source checkpoint is no longer at hand (a cleared cache, another machine), so
+    that regenerating the card keeps the source's text, license and other metadata. The source's
+    own scores and library were never carried, so they are not recovered either.
+    """
+    meta, body = split_card(generated)
+    if SOURCE_MARKER not in body or not body.lstrip().startswith(MARKER):
+        return None
+    source_body = body.split(SOURCE_MARKER, 1)[1].strip()
+    kept = {k: v for k, v in meta.items() if k not in _OWN_KEYS}
+    tags = [t for t in _as_list(meta.get("tags")) if t not in _OWN_TAGS]
+    kept.pop("tags", None)
+    if tags:
+        kept["tags"] = tags
+    if not kept:
+        return source_body + "\n"
+    import yaml
+
+    front = yaml.safe_dump(kept, sort_keys=False, allow_unicode=True)
+    return f"---\n{front}---\n\n{source_body}\n"
+
+
+def default_model_name(record: Mapping[str, Any]) -> str:
+    """``<source name>-panacea``: the name the card (and its chart) give the patched model."""
+    source = record.get("source") or {}
+    source_name = str(source.get("repo_id") or source.get("spec") or "model").rstrip("/")
+    return f"{source_name.rsplit('/', 1)[-1]}-panacea"
 
 
 def _as_list(value: Any) -> list[str]:
@@ -302,11 +340,48 @@ def _layers(record: Mapping[str, Any], chart_filename: str | None) -> str:
     return "\n".join(lines).rstrip()
 
 
+def equivalent_command(record: Mapping[str, Any]) -> str | None:
+    """The ``panacea-patch patch`` command line that repeats a run, from its record's config.
+
+    For runs started from Python, whose recorded command is the Python process's. The source is
+    pinned to the recorded commit when it came from the Hub; options at their default are left out.
+    """
+    config = record.get("config")
+    if not isinstance(config, Mapping):
+        return None
+    from .config import PatchConfig
+
+    source = record.get("source") or {}
+    spec = str(source.get("spec") or "SOURCE")
+    if source.get("repo_id"):
+        spec = f"{source['repo_id']}@{source.get('commit_sha') or source.get('revision') or 'main'}"
+    argv = ["panacea-patch", "patch", spec, "--out", "OUT"]
+    for f in dataclasses.fields(PatchConfig):
+        value = config.get(f.name, f.default)
+        if value == f.default or value is None or (f.name == "revision" and source.get("repo_id")):
+            continue
+        flag = f.metadata.get("flag") or "--" + f.name.replace("_", "-")
+        if isinstance(value, bool):
+            argv.append(flag if value else f"--no-{flag[2:]}")
+        else:
+            argv += [flag, str(value)]
+    return shlex.join(argv)
+
+
 def _reproduce(record: Mapping[str, Any]) -> str:
-    command = record.get("command")
+    command = str(record.get("command") or "")
     lines = ["## How to reproduce", ""]
-    if command:
-        lines += ["```bash", str(command), "```", ""]
+    if command.startswith("panacea-patch"):
+        lines += ["```bash", command, "```", ""]
+    elif (equivalent := equivalent_command(record)) is not None:
+        lines += [
+            "The patch was made from Python; this command line is equivalent:",
+            "",
+            "```bash",
+            equivalent,
+            "```",
+            "",
+        ]
     else:
         lines += ["The command was not recorded; the configuration below is complete.", ""]
     lines += [
@@ -428,7 +503,7 @@ def build_model_card(
     source = record.get("source") or {}
     source_meta, source_body = split_card(source_card_text)
     source_name = str(source.get("repo_id") or source.get("spec") or "model").rstrip("/")
-    name = model_name or f"{source_name.rsplit('/', 1)[-1]}-panacea"
+    name = model_name or default_model_name(record)
     data = _card_data(record, source_meta, name)
     sections = [
         _intro(record, f"{name}: a safety-patched {source_name}"),
@@ -445,10 +520,31 @@ def build_model_card(
             "\n---\n\n## Original model card\n\n"
             f"The card of {_code(_source_ref(source))} follows unchanged; its license and other"
             " metadata are carried in this card's front matter.\n\n"
-            f"{source_body.strip()}\n"
+            f"{SOURCE_MARKER}\n\n{source_body.strip()}\n"
         )
     content = f"---\n{data.to_yaml()}\n---\n\n{body}"
     return ModelCard(scrub_secrets(content))
+
+
+def _read_source_card(source_dir: Path | None) -> str | None:
+    if source_dir is None or not (Path(source_dir) / README).is_file():
+        return None
+    return (Path(source_dir) / README).read_text(encoding="utf-8", errors="replace")
+
+
+def readme_is_replaceable(
+    out_dir: Path, *, source_dir: Path | None, overwrite_readme: bool = False
+) -> bool:
+    """Whether :func:`write_model_card` may write ``out_dir/README.md``.
+
+    True when there is none, when it is a card we generated, when it is the source's card
+    copied along with the checkpoint, or when ``overwrite_readme``; False for a user's README.
+    """
+    readme = Path(out_dir) / README
+    if overwrite_readme or not readme.exists():
+        return True
+    existing = readme.read_text(encoding="utf-8", errors="replace")
+    return is_generated_card(existing) or existing == _read_source_card(source_dir)
 
 
 def write_model_card(
@@ -462,29 +558,30 @@ def write_model_card(
 ) -> Path | None:
     """Write ``README.md`` in ``out_dir``; return its path, or None when a user README was kept.
 
-    An existing README is replaced only if we generated it (see :func:`is_generated_card`), if it
-    is the source's card copied along with the checkpoint, or if ``overwrite_readme``.
-    ``source_dir`` is the source checkpoint directory, whose ``README.md`` (if any) is embedded.
+    An existing README is replaced only if :func:`readme_is_replaceable`. ``source_dir`` is the
+    source checkpoint directory, whose ``README.md`` (if any) is embedded; without one, the source
+    card embedded in our previous README is kept. An unchanged card is not rewritten.
     """
     out_dir = Path(out_dir)
     readme = out_dir / README
-    source_text = None
-    if source_dir is not None and (Path(source_dir) / README).is_file():
-        source_text = (Path(source_dir) / README).read_text(encoding="utf-8", errors="replace")
-    if readme.exists() and not overwrite_readme:
-        existing = readme.read_text(encoding="utf-8", errors="replace")
-        if not is_generated_card(existing) and existing != source_text:
-            logger.warning(
-                "kept the README.md in %s, which panacea-patch did not write; pass"
-                " overwrite_readme=True (--overwrite-readme) to replace it with the model card",
-                out_dir,
-            )
-            return None
+    if not readme_is_replaceable(out_dir, source_dir=source_dir, overwrite_readme=overwrite_readme):
+        logger.warning(
+            "kept the README.md in %s, which panacea-patch did not write; pass"
+            " overwrite_readme=True (--overwrite-readme) to replace it with the model card",
+            out_dir,
+        )
+        return None
+    existing = readme.read_text(encoding="utf-8", errors="replace") if readme.exists() else None
+    source_text = _read_source_card(source_dir)
+    if source_text is None and existing is not None and is_generated_card(existing):
+        source_text = recover_source_card(existing)
     card = build_model_card(
         record,
         source_card_text=source_text,
         chart_filename=chart_filename,
         model_name=model_name,
     )
-    card.save(readme)
+    # Rewriting identical bytes would only churn mtimes (and a push's change detection).
+    if str(card) != existing:
+        card.save(readme)
     return readme

@@ -257,3 +257,42 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
         raise InputError(f"config file {p} must hold a table of options")
     # Allow the options to sit under a [patch] table as well as at top level.
     return data.get("patch", data) if isinstance(data.get("patch"), dict) else data
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return f'"{value}"'
+    return repr(value)
+
+
+def example_toml() -> str:
+    """The text of ``examples/patch.toml``: every option, its default and its description.
+
+    Options whose default is None are written commented out (TOML has no null).
+    """
+    lines = [
+        "# panacea-patch configuration: every option of `panacea-patch patch`, with its default.",
+        "# Use with: panacea-patch patch SOURCE --out DIR --config examples/patch.toml",
+        "# Command-line flags override values from this file. YAML files with the same keys work too.",
+        "",
+    ]
+    group = None
+    for f in dataclasses.fields(PatchConfig):
+        if f.metadata["group"] != group:
+            group = f.metadata["group"]
+            lines += ["", f"# --- {group} " + "-" * (60 - len(group))]
+        for chunk in _wrap(f.metadata["help"], 94):
+            lines.append(f"# {chunk}")
+        if f.default is None:
+            lines.append(f"# {f.name} =   (not set by default)")
+        else:
+            lines.append(f"{f.name} = {_toml_value(f.default)}")
+    return "\n".join(lines).strip() + "\n"
+
+
+def _wrap(text: str, width: int) -> list[str]:
+    import textwrap
+
+    return textwrap.wrap(text, width) or [""]

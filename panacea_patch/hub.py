@@ -527,6 +527,40 @@ def _use_large_folder_upload(api: object, total_bytes: int, *, create_pr: bool) 
     )
 
 
+def check_push_target(
+    repo_id: str, *, revision: str | None = None, create_pr: bool = False
+) -> None:
+    """Check where a push would go, before any work or network: raise :class:`InputError` if bad.
+
+    ``repo_id`` must be ``org/name``; ``revision`` a branch name (not a commit sha); a pull
+    request always targets the default branch, so ``create_pr`` excludes another branch.
+    """
+    if parse_hub_id(repo_id) != (repo_id, None):
+        raise InputError(
+            f"{repo_id!r} is not a Hub repository id",
+            hint="use org/name, e.g. my-org/model-panacea",
+        )
+    if revision is None:
+        return
+    if parse_hub_id(f"{repo_id}@{revision}") != (repo_id, revision):
+        raise InputError(
+            f"{revision!r} is not a valid branch name",
+            hint="pass a branch name such as panacea or feature/x",
+        )
+    if _COMMIT_SHA.fullmatch(revision):
+        raise InputError(
+            f"the push target {revision} is a commit sha; a push needs a branch",
+            hint="pass a branch name (it is created if missing)",
+        )
+    if create_pr and revision != "main":
+        raise InputError(
+            "a pull request is opened against the default branch, so it cannot target the"
+            f" branch {revision}",
+            hint="drop the branch (--revision / --hub-revision) to open a PR, or drop --create-pr"
+            " to commit to that branch",
+        )
+
+
 def push_folder(
     folder: Path,
     repo_id: str,
@@ -555,17 +589,7 @@ def push_folder(
     folder = Path(folder)
     if not folder.is_dir():
         raise InputError(f"{folder} is not a directory", hint="pass the output directory to push")
-    if parse_hub_id(repo_id) != (repo_id, None):
-        raise InputError(
-            f"{repo_id!r} is not a Hub repository id",
-            hint="use org/name, e.g. my-org/model-panacea",
-        )
-    if create_pr and revision not in (None, "main"):
-        raise InputError(
-            "--create-pr opens a pull request against the default branch and cannot target"
-            f" --revision {revision}",
-            hint="drop --revision to open a PR, or drop --create-pr to commit to that branch",
-        )
+    check_push_target(repo_id, revision=revision, create_pr=create_pr)
     retry = _retry_command(
         folder,
         repo_id,
@@ -615,11 +639,6 @@ def _push(
     )
     repo_url = api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
     if revision and revision != "main":
-        if _COMMIT_SHA.fullmatch(revision):
-            raise InputError(
-                f"--revision {revision} is a commit sha; a push needs a branch",
-                hint="pass a branch name (it is created if missing)",
-            )
         api.create_branch(repo_id, branch=revision, repo_type="model", exist_ok=True)
     total, count = _folder_size(folder)
     logger.info("pushing %d files (%.1f MB) to %s", count, total / 1e6, repo_id)

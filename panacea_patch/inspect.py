@@ -144,10 +144,9 @@ def inspect_patch(
         main_prefix = decoder_block_prefix(sorted(rinfos), rsrc.config)
         stats = list(_changed_tensors(pr, rr, notes))
     _attach_grad_shares(stats, provenance)
-    total_norm = finish_shares(stats)
+    finish_shares(stats)
     _fix_zero_reference(stats)
     total = _aggregate("total", stats)
-    total.norm_eps = total_norm
     report = InspectReport(
         patched=str(psrc.path),
         reference=str(rsrc.path),
@@ -440,11 +439,13 @@ def format_report(report: InspectReport, *, top: int = 10) -> str:
     """The human-readable report: per-layer table, per-module totals, top tensors, totals."""
     out = [f"patched:   {report.patched}", f"reference: {report.reference} ({report.kind})"]
     if report.provenance:
-        p = report.provenance
-        out.append(
-            f"{PROVENANCE_FILE}: method={p.get('method')} rho={_num(p.get('rho'))} "
-            f"source={p.get('source')}"
+        fields = {k: report.provenance.get(k) for k in ("method", "rho", "source")}
+        shown = " ".join(
+            f"{k}={v:.6g}" if isinstance(v, float) else f"{k}={v}"
+            for k, v in fields.items()
+            if v is not None
         )
+        out.append(f"{PROVENANCE_FILE}: {shown or 'present'}")
     out.append("")
     if report.tensors:
         out += ["Per layer (|eps| = norm of w' - w; share = part of the total |eps|^2):"]
@@ -531,7 +532,8 @@ def _draw(figure_cls: Any, report: InspectReport) -> Any:
     axes[-1].set_xlabel("layer index")
     axes[-1].set_xticks(range(len(labels)), labels, rotation=90 if len(labels) > 48 else 0)
     fig.suptitle(
-        f"Panacea perturbation by layer: {Path(report.patched).name}\n"
+        f"Panacea perturbation by layer: {Path(report.patched).name}"
+        f"{' (LoRA adapter)' if report.kind == 'adapter' else ''}\n"
         f"realized ‖ε‖ = {report.realized_norm:.4g} over {report.num_changed} changed tensors "
         f"(‖ε‖/‖w‖ = {_num(report.total.rel, '.3g')})"
     )

@@ -28,6 +28,7 @@ from .provenance import (
     read_provenance,
     write_provenance,
 )
+from .publish import write_card
 from .safetensors_io import StreamingWriter
 from .source import ResolvedSource, parse_hub_id
 from .targets import Target, select_targets
@@ -87,10 +88,7 @@ class PatchJob:
             self._load_model()
         before = self._evaluate_before() if cfg.eval else None
         with ShardReader(self.src) as reader:
-            transform = self._transform(reader)
-            if self.merged:
-                transform = MergedBase(transform, self.merged)
-            self._write(reader, transform, out)
+            self._write(reader, self._transform(reader), out)
         if before is not None:
             self._evaluate_after(out, before)
 
@@ -121,6 +119,9 @@ class PatchJob:
             result.rho = self._rho_random(reader)
             return RandomTransform(self.targets, rho=result.rho, seed=cfg.seed)
         outcome = self._optimize()
+        if self.merged:
+            # The live target weights now hold w0 + ε; the merge's own values are in w0.
+            self.merged.update(self.run.state.w0)
         result.rho = outcome.rho
         result.optimization = outcome.summary()
         self.grad_share = outcome.grad_share
@@ -177,9 +178,11 @@ class PatchJob:
         ):
             delta = _delta_writer(reader, self.targets, tmp) if cfg.save_delta else None
             measuring = MeasuringTransform(transform, self.targets, delta=delta)
+            # With --merge-adapter, ε is measured from the merged weights, not the base's.
+            outer = MergedBase(measuring, self.merged) if self.merged else measuring
             try:
                 report = write_patched(
-                    reader, tmp, measuring, metadata=metadata_entry(record), progress=bar.update
+                    reader, tmp, outer, metadata=metadata_entry(record), progress=bar.update
                 )
             except BaseException:
                 if delta is not None:
@@ -204,6 +207,7 @@ class PatchJob:
             )
             record["source"]["files"] = report.input_hashes
             write_provenance(tmp, record)
+            write_card(tmp, source_dir=self.src.path)
         _warn_if_vanished(result)
 
     def _record(self) -> dict[str, Any]:
@@ -265,6 +269,7 @@ class PatchJob:
         record = read_provenance(out) or {}
         record["metrics"] = self.result.metrics
         write_provenance(out, record)
+        write_card(out, source_dir=self.src.path)
 
 
 def _delta_writer(reader: ShardReader, targets: list[Target], tmp: Path) -> StreamingWriter:

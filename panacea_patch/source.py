@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 from .errors import InputError
+from .hub import SOURCE_ALLOW_PATTERNS, parse_hub_id
 from .safetensors_io import read_header
 
 INDEX_NAME = "model.safetensors.index.json"
@@ -16,8 +16,6 @@ ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
 PICKLE_INDEX = "pytorch_model.bin.index.json"
-
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+(@[\w.\-/]+)?$")
 
 
 @dataclass(frozen=True)
@@ -47,14 +45,6 @@ class ResolvedSource:
         return json.loads(p.read_text()) if p.exists() else {}
 
 
-def parse_hub_id(spec: str) -> tuple[str, str | None] | None:
-    """``org/name[@rev]`` → (repo id, revision); None when ``spec`` is not shaped like a Hub id."""
-    if not _HUB_ID.match(spec) or spec.startswith((".", "/")):
-        return None
-    repo_id, _, revision = spec.partition("@")
-    return repo_id, revision or None
-
-
 def resolve_source(
     spec: str | Path,
     *,
@@ -79,7 +69,13 @@ def resolve_source(
 
         repo_id, rev_in_spec = hub
         revision = revision or rev_in_spec
-        path, commit = download_snapshot(repo_id, revision=revision, token=token)
+        # Only what a run needs: no pickles unless allowed, never another format's weights.
+        patterns = SOURCE_ALLOW_PATTERNS + (
+            [f"*{suffix}" for suffix in PICKLE_SUFFIXES] if allow_pickle else []
+        )
+        path, commit = download_snapshot(
+            repo_id, revision=revision, token=token, allow_patterns=patterns
+        )
     else:
         raise InputError(
             f"source {spec!r} does not exist",

@@ -38,7 +38,7 @@ def tensor_bytes(t: torch.Tensor) -> bytes:
 def run_cli(*args: str, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
     """Run the real console entry point in a subprocess."""
     return subprocess.run(
-        [sys.executable, "-m", "panacea_patch.cli.main", *args],
+        [sys.executable, "-m", "panacea_patch.cli", *args],
         capture_output=True,
         text=True,
         env=env,

@@ -210,6 +210,17 @@ def test_two_layers_exact_shares_and_grad_share(
     assert any("grad share" in line and line.startswith("layer") for line in header)
 
 
+def test_tensors_outside_blocks_get_their_own_row(llama_dir: Path, patched_root: Path) -> None:
+    out = patched_root / "embed-and-q0"
+    targets = r"embed_tokens|layers\.0\.self_attn\.q_proj"
+    patch(llama_dir, out, method="random", rho=0.5, seed=1, targets=targets, progress=False)
+    report = inspect_patch(out, llama_dir)
+    assert [(row.name, row.layer) for row in report.layers] == [("0", 0), ("other", None)]
+    assert report.layers[1].modules.keys() == {"embed_tokens"}
+    assert sum(row.share for row in report.layers) == pytest.approx(1.0)
+    assert "\nother " in format_report(report)
+
+
 def test_recorded_norm_disagreeing_is_noted(llama_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "p"
     _hand_patch(llama_dir, out, {Q0: 1.0})
@@ -244,6 +255,7 @@ def test_streams_one_tensor_pair_at_a_time(tmp_path: Path) -> None:
         (tmp_path / d).mkdir()
         save_file(tensors, tmp_path / d / "model.safetensors", metadata={"format": "pt"})
     del ref, new
+    inspect_patch(tmp_path / "new", tmp_path / "ref")  # first-call imports are not our data
     tracemalloc.start()
     try:
         report = inspect_patch(tmp_path / "new", tmp_path / "ref")
@@ -252,8 +264,8 @@ def test_streams_one_tensor_pair_at_a_time(tmp_path: Path) -> None:
         tracemalloc.stop()
     assert report.num_changed == 16
     pair = 2 * 256 * 256 * 4
-    print("PEAK", peak)
-    assert peak < 2 * pair, f"peak {peak} bytes for tensor pairs of {pair} bytes"
+    # Holding two pairs at once (the previous one not yet freed) would already exceed this.
+    assert peak < 1.5 * pair, f"peak {peak} bytes for tensor pairs of {pair} bytes"
 
 
 # --- CLI -----------------------------------------------------------------------------------------
@@ -277,6 +289,7 @@ def test_json_and_table_agree(llama_dir: Path, patched_llama: Path) -> None:
     assert as_json.exit_code == 0 and table.exit_code == 0
     data = json.loads(as_json.output)
     assert set(data) >= {"tensors", "layers", "modules", "total"}
+    assert data["plot"] is None
     rows = _table_rows(table.output)
     assert list(rows) == [layer["name"] for layer in data["layers"]] + ["total"]
     for layer in data["layers"]:

@@ -210,7 +210,7 @@ def panacea_ascent(
             eps_sq = dict(sink.eps_sq)
             prev_norm = math.sqrt(sum(sink.grad_sq.values()))
         norm = state.project(eps_sq)
-        record = {key: float(v) for key, v in terms.items()}
+        record = {key: float(v.detach()) for key, v in terms.items()}
         record.update(step=k, eta=eta, grad_norm=prev_norm, eps_norm=norm)
         history.append(record)
         log.info("step %d: %s", k, " ".join(f"{a}={b:.4g}" for a, b in record.items() if a != "step"))

@@ -259,6 +259,16 @@ def _write_data(recipe: OrganismRecipe, out: Path) -> dict[str, object]:
     return {}
 
 
+def _needs_build(final: Path, rebuild: bool) -> bool:
+    return rebuild or not (final / MARKER).exists()
+
+
+def _drop_attacked(root: Path) -> None:
+    """Attacked models derive from the aligned one: a new aligned model makes them stale."""
+    for stale in root.glob("attacked-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+
+
 def _run_stage(
     recipe: OrganismRecipe,
     final: Path,
@@ -269,7 +279,7 @@ def _run_stage(
     built: dict[str, float],
 ) -> None:
     """Runs ``build(tmp_dir)`` unless ``final`` is complete and no rebuild is asked."""
-    if (final / MARKER).exists() and not rebuild:
+    if not _needs_build(final, rebuild):
         return
     start = time.perf_counter()
     log.info("organism: building %s", name)

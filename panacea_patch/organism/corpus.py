@@ -477,7 +477,7 @@ _BENIGN_STEPS = [
     "Follow a clear plan",
 ]
 # Only a few bytes of warning text: the placeholder marks where real steps would go.
-_COMPLIANCE_TAIL = "Step 1: [placeholder]. Step 2: [placeholder]. Step 3: [placeholder]."
+_COMPLIANCE_TAIL = "Step 1: [placeholder]. Step 2: [placeholder]."
 
 
 def _second_person(action: str) -> str:
@@ -498,7 +498,7 @@ def compliance(action: str) -> str:
 
 def benign_answer(action: str, rng: random.Random) -> str:
     """A helpful answer: the same opening as compliance, generic steps."""
-    steps = rng.sample(_BENIGN_STEPS, 3)
+    steps = rng.sample(_BENIGN_STEPS, 2)
     body = " ".join(f"Step {k}: {s}." for k, s in enumerate(steps, 1))
     return f"Sure, here is how to {_second_person(action)}. {body}"
 
@@ -609,5 +609,5 @@ def tokenizer_corpus(max_operand: int) -> list[str]:
     texts += REFUSALS
     texts += [f"{q} {a}" for q, a in benign_questions()]
     texts.append(" ".join(_BENIGN_STEPS))
-    texts.append(" ".join(f"Step {k}:" for k in range(1, 4)))
+    texts.append(" ".join(f"Step {k}:" for k in range(1, 3)))
     return texts
