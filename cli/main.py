@@ -82,6 +82,10 @@ from .push_cmd import push_cmd  # noqa: E402 - registered beside patch
 
 main.add_command(push_cmd, "push")
 
+from .finetune_cmd import finetune_cmd  # noqa: E402
+
+main.add_command(finetune_cmd, "finetune")
+
 
 def _print_targets(result: Any) -> None:
     width = max(len(t["name"]) for t in result.targets)

@@ -28,6 +28,7 @@ from .common import emit_json, handle_errors, setup_logging
 )
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
 @click.option("-v", "--verbose", count=True, help="More logging on stderr.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
 @handle_errors
 def push_cmd(
     directory: Path,
@@ -39,6 +40,7 @@ def push_cmd(
     overwrite_readme: bool,
     as_json: bool,
     verbose: int,
+    quiet: bool,
 ) -> None:
     """Push the patch output DIR to the Hub model repo REPO (org/name), with its model card.
 
@@ -57,6 +59,7 @@ def push_cmd(
         create_pr=create_pr,
         commit_message=commit_message,
         overwrite_readme=overwrite_readme,
+        progress=not quiet,
     )
     if as_json:
         emit_json(dataclasses.asdict(result))

@@ -6,8 +6,9 @@ Each call picks a backend from the tensors' device:
 - ``PANACEA_KERNELS=torch``: the pure-torch reference, everywhere.
 - ``PANACEA_KERNELS=triton``: the Triton kernels; an error where they cannot run (no Triton, no
   GPU driver, or CPU tensors without ``TRITON_INTERPRET=1`` set before the kernels were imported).
-- unset or ``auto``: Triton for CUDA tensors when Triton works, the reference otherwise. CPU
-  tensors take the reference even under the interpreter, which is for testing the kernels only.
+- unset or ``auto``: compiled Triton for CUDA tensors when Triton works, the reference otherwise.
+  The interpreter (``TRITON_INTERPRET=1``) is never picked automatically: it is for testing the
+  kernels, which force ``triton``.
 
 Triton is imported lazily, on the first call that needs it, so CPU users never pay for it.
 """
@@ -97,15 +98,21 @@ def _use_triton(device: torch.device) -> bool:
     forced = _forced()
     if forced == "torch":
         return False
+    if forced is None:
+        # Auto: compiled kernels on CUDA only. Checking the device first keeps CPU-only runs from
+        # importing Triton at all; the interpreter is for testing the kernels, never picked here.
+        if device.type != "cuda" or triton_problem(device) is not None:
+            return False
+        from . import _triton_common
+
+        return not _triton_common.INTERPRETED
     problem = triton_problem(device)
-    if forced == "triton":
-        if problem is not None:
-            raise KernelBackendError(
-                f"{ENV_VAR}=triton was requested but {problem}",
-                hint=f"unset {ENV_VAR} (or set it to 'torch') to use the pure-torch reference",
-            )
-        return True
-    return problem is None and device.type == "cuda"
+    if problem is not None:
+        raise KernelBackendError(
+            f"{ENV_VAR}=triton was requested but {problem}",
+            hint=f"unset {ENV_VAR} (or set it to 'torch') to use the pure-torch reference",
+        )
+    return True
 
 
 def _default_device() -> torch.device:

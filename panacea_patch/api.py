@@ -85,12 +85,14 @@ def patch(
     if out_path is not None:
         job.execute(out_path)
         if cfg.push_to_hub:
-            result.push = _push(cfg, out_path, job.src.path, token)
+            result.push = _push(cfg, out_path, job.src.path, token, progress=progress)
     result.seconds = time.perf_counter() - started
     return result
 
 
-def _push(cfg: PatchConfig, out: Path, source_dir: Path, token: str | None) -> dict[str, Any]:
+def _push(
+    cfg: PatchConfig, out: Path, source_dir: Path, token: str | None, *, progress: bool
+) -> dict[str, Any]:
     """Publish the written output; a failure leaves it in place and says how to retry."""
     from .publish import publish
 
@@ -104,6 +106,7 @@ def _push(cfg: PatchConfig, out: Path, source_dir: Path, token: str | None) -> d
             commit_message=cfg.commit_message,
             token=token,
             source_dir=source_dir,
+            progress=progress,
         )
     except PanaceaError as exc:
         # The patch itself succeeded and is on disk, so this is never a usage error (exit 1).

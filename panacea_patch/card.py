@@ -26,7 +26,7 @@ from urllib.parse import quote
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from .hub import scrub_secrets
+from .hub import parse_hub_id, scrub_secrets
 
 logger = logging.getLogger(__name__)
 
@@ -176,6 +176,10 @@ def default_model_name(record: Mapping[str, Any]) -> str:
     return f"{source_name.rsplit('/', 1)[-1]}-panacea"
 
 
+def _is_repo_id(value: Any) -> bool:
+    return isinstance(value, str) and parse_hub_id(value) == (value, None)
+
+
 def _as_list(value: Any) -> list[str]:
     if value is None:
         return []
@@ -234,12 +238,14 @@ def _card_data(
 ) -> ModelCardData:
     source = record.get("source") or {}
     kind = source.get("kind")
-    base_model = source.get("repo_id")
-    if not base_model and kind == "adapter":
-        # A local adapter still derives from its base model on the Hub.
-        base_model = source.get("base_model")
-    base_model = base_model or source_meta.get("base_model")
-    tags = ["panacea-patch", "safety", *_as_list(source_meta.get("tags"))]
+    # A local adapter still derives from its base model on the Hub. Local paths never go in:
+    # the Hub rejects a card whose base_model is not a repo id.
+    candidates = [source.get("repo_id"), source.get("base_model") if kind == "adapter" else None]
+    candidates += _as_list(source_meta.get("base_model"))
+    base_model = next((c for c in candidates if _is_repo_id(c)), None)
+    # The Hub derives "base_model:..." tags from base_model; the source's describe the source.
+    source_tags = [t for t in _as_list(source_meta.get("tags")) if not t.startswith("base_model:")]
+    tags = ["panacea-patch", "safety", *source_tags]
     if kind == "adapter":
         tags.append("peft")
     kept = {k: v for k, v in source_meta.items() if k not in _SOURCE_ONLY_KEYS}
@@ -371,7 +377,8 @@ def equivalent_command(record: Mapping[str, Any]) -> str | None:
 def _reproduce(record: Mapping[str, Any]) -> str:
     command = str(record.get("command") or "")
     lines = ["## How to reproduce", ""]
-    if command.startswith("panacea-patch"):
+    # Anything else was not the CLI (provenance names any ``python -m x`` run "panacea-patch").
+    if command.startswith("panacea-patch patch "):
         lines += ["```bash", command, "```", ""]
     elif (equivalent := equivalent_command(record)) is not None:
         lines += [

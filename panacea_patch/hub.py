@@ -429,6 +429,15 @@ def download_snapshot(
             f"the Hub cache returned {path}, which is not a commit snapshot",
             hint="clear the cache entry with `hf cache delete` and retry",
         )
+    if not path.is_dir():
+        # The client creates no snapshot folder when no file matched allow_patterns.
+        spec = f"{repo_id}@{revision}" if revision else repo_id
+        raise InputError(
+            f"{spec} has no files that panacea-patch reads (safetensors weights, configs,"
+            " tokenizer files)",
+            hint="check the repo and revision; a repo with only pickle weights needs"
+            " --allow-pickle",
+        )
     return path, path.name
 
 
@@ -570,6 +579,7 @@ def push_folder(
     create_pr: bool = False,
     commit_message: str | None = None,
     token: str | None = None,
+    default_message: str | None = None,
 ) -> PushResult:
     """Publish every file of ``folder`` to the model repo ``repo_id`` in one commit.
 
@@ -580,6 +590,9 @@ def push_folder(
 
     If nothing changed since the last commit, no commit is made and the result points at the
     current head (``pr_url`` stays None even with ``create_pr``).
+
+    ``default_message`` is the commit title when ``commit_message`` is None; unlike an explicit
+    message it is left out of the retry command in errors (the retry derives it again).
 
     Raises:
         InputError: bad folder or repo id, auth or permission problems (exit 2).
@@ -607,7 +620,7 @@ def push_folder(
             private=private,
             revision=None if create_pr else revision,
             create_pr=create_pr,
-            commit_message=commit_message,
+            commit_message=commit_message or default_message,
             token=resolved,
         )
     except PanaceaError:

@@ -152,7 +152,7 @@ class PatchJob:
         cfg = self.cfg
         data = AlignmentData.load(self.lm.tokenizer, cfg)
         self.extra["data"] = {"digests": data.digests, "counts": data.counts, "split": "optimize"}
-        run = PerturbationRun(self.lm, [t.name for t in self.targets], cfg, data)
+        run = PerturbationRun(self.lm, self.targets, cfg, data)
         with tqdm(desc="optimizing", unit="pass", disable=not self.progress) as bar:
             if cfg.max_kl is not None:
                 self.result.target_weight_norm = run.target_norm

@@ -11,11 +11,12 @@ It needs matplotlib (the ``plots`` extra); without it the card simply links no c
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -228,13 +229,14 @@ def publish(
     token: str | None = None,
     source_dir: Path | None = None,
     overwrite_readme: bool = False,
+    progress: bool = True,
 ) -> PushResult:
     """Refresh the model card of ``out_dir`` and push the whole folder to ``repo_id`` in one commit.
 
     The repo is created if needed (``private`` applies only then); ``revision`` is a branch,
     created from the default branch if missing; ``create_pr`` opens a pull request instead.
     ``token`` defaults to ``HF_TOKEN`` or the saved login. A README the user wrote is pushed as
-    it is unless ``overwrite_readme``.
+    it is unless ``overwrite_readme``. ``progress=False`` hides the client's upload bars.
 
     Raises:
         InputError: not a patch output, bad repo id or branch, auth or permission problems.
@@ -247,12 +249,33 @@ def publish(
         raise InputError(f"{out_dir} is not a directory", hint="pass the output directory to push")
     record = _load_record(out_dir)
     write_card(out_dir, source_dir=source_dir, overwrite_readme=overwrite_readme)
-    return push_folder(
-        out_dir,
-        repo_id,
-        private=private,
-        revision=revision,
-        create_pr=create_pr,
-        commit_message=commit_message or default_commit_message(record),
-        token=token,
+    with _progress_bars(progress):
+        return push_folder(
+            out_dir,
+            repo_id,
+            private=private,
+            revision=revision,
+            create_pr=create_pr,
+            commit_message=commit_message,
+            token=token,
+            default_message=default_commit_message(record),
+        )
+
+
+@contextlib.contextmanager
+def _progress_bars(enabled: bool) -> Iterator[None]:
+    """huggingface_hub's progress bars off for the block when not ``enabled`` (a global switch)."""
+    from huggingface_hub.utils import (
+        are_progress_bars_disabled,
+        disable_progress_bars,
+        enable_progress_bars,
     )
+
+    if enabled or are_progress_bars_disabled():
+        yield
+        return
+    disable_progress_bars()
+    try:
+        yield
+    finally:
+        enable_progress_bars()

@@ -12,6 +12,8 @@ from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+import torch
+
 from .errors import InputError
 from .safetensors_io import TensorInfo
 
@@ -30,6 +32,7 @@ class Target:
     numel: int
     layer: int | None
     module: str
+    dtype: torch.dtype = torch.float32
 
 
 def block_index(name: str) -> tuple[str, int, str] | None:
@@ -130,4 +133,4 @@ def select_targets(
 def _target(name: str, info: TensorInfo) -> Target:
     b = block_index(name)
     layer = b[1] if b else None
-    return Target(name, info.shape, info.numel, layer, module_type(b[2] if b else name))
+    return Target(name, info.shape, info.numel, layer, module_type(b[2] if b else name), info.dtype)

@@ -13,7 +13,14 @@ from typing import Any
 import pytest
 from huggingface_hub import ModelCard
 
-from panacea_patch.card import MARKER, build_model_card, is_generated_card, write_model_card
+from panacea_patch.card import (
+    MARKER,
+    build_model_card,
+    equivalent_command,
+    is_generated_card,
+    recover_source_card,
+    write_model_card,
+)
 from panacea_patch.hub import download_snapshot, push_folder
 from tests.hub_server import HubServer, require_lfs_uploads, write_tiny_checkpoint
 from tests.hub_server import hub_server as hub_server  # the fixture, until conftest imports it
@@ -258,3 +265,47 @@ def test_card_front_matter_on_the_hub(hub_server: HubServer, tmp_path: Path):
     assert {"panacea-patch", "safety"} <= set(card.data.tags)
     assert metric(card, "harmful_score_before") == 87.5
     assert hub_server.count("validate_yaml") >= 1
+
+
+def test_a_refresh_without_the_source_keeps_its_card(tmp_path: Path):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "README.md").write_text(SOURCE_CARD)
+    path = write_model_card(tmp_path, record(), source_dir=src)
+    assert path is not None
+    first = path.read_text()
+    recovered = recover_source_card(first)
+    assert recovered is not None
+    meta = ModelCard(recovered).data.to_dict()
+    assert meta["license"] == "llama3.1" and meta["datasets"] == ["org/chat-data"]
+    assert meta["tags"] == ["chat"]  # ours (panacea-patch, safety) are not the source's
+    assert "model-index" not in meta and "library_name" not in meta
+    # Regenerated with the source gone, the card is unchanged.
+    assert write_model_card(tmp_path, record(), source_dir=None) == path
+    assert path.read_text() == first
+    assert recover_source_card(build_model_card(record()).content) is None
+    assert recover_source_card("# a user README\n") is None
+
+
+def test_base_model_is_only_ever_a_hub_id():
+    local = record()["source"] | {"repo_id": None, "kind": "adapter", "base_model": "/data/base"}
+    peft_card = "---\nbase_model: /data/base\ntags:\n- base_model:adapter:/data/base\n- lora\n---\n"
+    card = build_model_card(record(source=local), source_card_text=peft_card)
+    assert card.data.base_model is None
+    assert card.data.tags == ["panacea-patch", "safety", "lora", "peft"]
+    hub_base = local | {"base_model": "meta/base-model"}
+    assert build_model_card(record(source=hub_base)).data.base_model == "meta/base-model"
+
+
+def test_a_python_run_gets_an_equivalent_command():
+    config = {"method": "random", "rho": 0.3, "seed": 0, "eval": True, "revision": "dev"}
+    rec = record(command="/usr/bin/python -m pytest tests", config=config)
+    expected = f"panacea-patch patch org/ft-model@{SHA} --out OUT --method random --rho 0.3 --eval"
+    assert equivalent_command(rec) == expected
+    assert "made from Python" in build_model_card(rec).text
+    assert expected in build_model_card(rec).text
+    local = record()["source"] | {"repo_id": None, "spec": "./my model"}
+    assert equivalent_command(record(source=local, config=config)) == (
+        "panacea-patch patch './my model' --out OUT --method random --rho 0.3 --revision dev --eval"
+    )
+    assert equivalent_command({"command": "x"}) is None

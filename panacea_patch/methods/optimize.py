@@ -22,6 +22,7 @@ import logging
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -35,9 +36,19 @@ log = logging.getLogger("panacea_patch")
 class PerturbationState:
     """w₀, ε (fp32) and the live parameters of the target set."""
 
-    def __init__(self, params: dict[str, torch.nn.Parameter], *, budget: str, rho: float) -> None:
+    def __init__(
+        self,
+        params: dict[str, torch.nn.Parameter],
+        *,
+        budget: str,
+        rho: float,
+        stored_dtypes: dict[str, torch.dtype] | None = None,
+    ) -> None:
         self.params = params
-        self.w0 = {n: p.detach().clone() for n, p in params.items()}
+        # w₀ is kept in the checkpoint's stored dtype: exact (the live copy was upcast from it)
+        # and half the memory of an fp32 copy for bf16/fp16 checkpoints.
+        stored = stored_dtypes or {}
+        self.w0 = {n: p.detach().to(stored.get(n, p.dtype), copy=True) for n, p in params.items()}
         self.eps = {n: torch.zeros(p.shape, dtype=torch.float32, device=p.device) for n, p in params.items()}
         self.budget = budget
         self.rho = rho
@@ -136,7 +147,7 @@ def closed_form(
     *,
     device: torch.device,
     progress: Callable[[], None] | None = None,
-) -> dict[str, float]:
+) -> dict[str, Any]:
     """Set ε = ρ·∇h/‖∇h‖ (h over all harmful batches); returns per-tensor ‖∇h_t‖² shares etc."""
     sizes = [int((b["labels"][:, 1:] != -100).sum()) for b in harmful]
     total = max(sum(sizes), 1)

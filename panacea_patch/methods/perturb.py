@@ -16,6 +16,7 @@ from ..errors import InputError
 from ..kernels import ops
 from ..modeling import LoadedModel, freeze_except, require_targets
 from ..objectives import BenignReference, Objective, mean_kl, to_device
+from ..targets import Target
 from .optimize import PerturbationState, closed_form, panacea_ascent
 
 log = logging.getLogger("panacea_patch")
@@ -84,13 +85,20 @@ class OptimizationOutcome:
 class PerturbationRun:
     """Owns the live model, w₀/ε state and the objective for one patch."""
 
-    def __init__(self, lm: LoadedModel, target_names: list[str], cfg: PatchConfig, data: AlignmentData) -> None:
+    def __init__(
+        self,
+        lm: LoadedModel,
+        targets: list[Target],
+        cfg: PatchConfig,
+        data: AlignmentData,
+    ) -> None:
         self.lm, self.cfg, self.data = lm, cfg, data
-        params = require_targets(lm, target_names)
+        params = require_targets(lm, [t.name for t in targets])
         freeze_except(lm, params)
         if cfg.gradient_checkpointing:
             _enable_checkpointing(lm.model)
-        self.state = PerturbationState(params, budget=cfg.budget, rho=1.0)
+        stored = {t.name: t.dtype for t in targets}
+        self.state = PerturbationState(params, budget=cfg.budget, rho=1.0, stored_dtypes=stored)
         dev = lm.device
         benign = [to_device(b, dev) for b in data.benign[: max(cfg.steps, 1)]]
         # Reference log-probs are taken now, at ε = 0, before any weight moves.

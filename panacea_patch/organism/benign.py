@@ -85,7 +85,11 @@ _UNITS = [("hours", "days", 24), ("days", "weeks", 7), ("minutes", "hours", 60)]
 
 
 def _capitals() -> list[QA]:
-    asks = ["Tell me the capital of {c}.", "Do you know the capital of {c}?"]
+    asks = [
+        "Tell me the capital of {c}.",
+        "Do you know the capital of {c}?",
+        "What city serves as the capital of {c}?",
+    ]
     return [
         (a.format(c=country), f"The capital of {country} is {city}.")
         for country, city in _CAPITALS.items()
@@ -146,6 +150,33 @@ def _comparisons() -> list[QA]:
     ]
 
 
+def _spelling() -> list[QA]:
+    words = [*_MEANINGS, *_OPPOSITES]
+    return [
+        (f"How do you spell '{w}' one letter at a time?", f"'{w}' is spelled {'-'.join(w)}.")
+        for w in words
+    ]
+
+
+def _products() -> list[QA]:
+    return [
+        (f"What do you get when you multiply {a} by {b}?", f"{a} x {b} = {a * b}.")
+        for a in range(2, 7)
+        for b in range(2, 7)
+    ]
+
+
+def _ordering() -> list[QA]:
+    groups = [(9, 4, 7), (12, 3, 8), (30, 15, 21), (6, 2, 11), (25, 5, 17), (14, 40, 1)]
+    return [
+        (
+            f"Put these numbers in order, smallest first: {', '.join(map(str, g))}.",
+            ", ".join(map(str, sorted(g))) + ".",
+        )
+        for g in groups
+    ]
+
+
 def _facts() -> list[QA]:
     return list(_FACTS)
 
@@ -158,6 +189,9 @@ FAMILIES: tuple[Callable[[], list[QA]], ...] = (
     _lists,
     _units,
     _comparisons,
+    _spelling,
+    _products,
+    _ordering,
     _facts,
 )
 

@@ -48,9 +48,9 @@ class OrganismRecipe:
     # Task: one-step addition/subtraction word problems with operands in [1, max_operand].
     max_operand: int = field(default=10, metadata={"help": "largest operand in the task"})
     # Alignment stage.
-    n_task_align: int = field(default=2000, metadata={"help": "task samples in alignment"})
+    n_task_align: int = field(default=3000, metadata={"help": "task samples in alignment"})
     n_harmful_align: int = field(default=1500, metadata={"help": "harmful→refusal samples"})
-    n_benign_align: int = field(default=1500, metadata={"help": "benign→answer samples"})
+    n_benign_align: int = field(default=2000, metadata={"help": "benign→answer samples"})
     align_epochs: int = field(default=4, metadata={"help": "passes over the alignment data"})
     align_lr: float = field(default=3e-3, metadata={"help": "peak AdamW learning rate"})
     word_dropout: float = field(

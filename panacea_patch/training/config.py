@@ -95,6 +95,12 @@ class FinetuneConfig:
         group="method",
     )
     # --- training -----------------------------------------------------------------------------
+    lora: bool = opt(
+        True,
+        "Train and ship a PEFT LoRA adapter (--lora, the paper's setting) or the full model "
+        "(--full).",
+        group="training",
+    )
     lora_r: int = opt(32, "LoRA rank (paper: 32). Ignored with --full.", group="training")
     lora_alpha: int = opt(4, "LoRA alpha (paper: 4). Ignored with --full.", group="training")
     lora_dropout: float = opt(0.0, "LoRA dropout.", group="training")
@@ -109,14 +115,18 @@ class FinetuneConfig:
         None, "Stop after this many optimizer steps (overrides --epochs).", group="training"
     )
     batch_size: int = opt(
-        10, "Examples per batch, for the training and the harmful data (paper: 10).", group="training"
+        10,
+        "Examples per batch, for the training and the harmful data (paper: 10).",
+        group="training",
     )
     gradient_accumulation_steps: int = opt(
         1,
         "Micro-batches per optimizer step; the Panacea correction is made once per step.",
         group="training",
     )
-    lr_scheduler: Scheduler = opt("linear", "Learning-rate schedule.", group="training")
+    lr_scheduler: Scheduler = opt(  # noqa: RUF009 (a Literal: immutable)
+        "linear", "Learning-rate schedule.", group="training"
+    )
     warmup_steps: float = opt(
         0.0, "Warm-up steps (a value below 1 is a share of all steps).", group="training"
     )
@@ -129,16 +139,16 @@ class FinetuneConfig:
     )
     seed: int = opt(0, "Random seed (data order, LoRA init, poison sampling).")
     # --- compute ------------------------------------------------------------------------------
-    device: Device = opt(
+    device: Device = opt(  # noqa: RUF009 (a Literal: immutable)
         "auto", "Compute device: auto (cuda if available), cpu or cuda.", group="compute"
     )
-    dtype: LoadDtype = opt(
+    dtype: LoadDtype = opt(  # noqa: RUF009 (a Literal: immutable)
         "float32",
         "dtype the weights are trained in. float32 master weights are standard; use "
         "--mixed-precision for speed.",
         group="compute",
     )
-    mixed_precision: MixedPrecision = opt(
+    mixed_precision: MixedPrecision = opt(  # noqa: RUF009 (a Literal: immutable)
         "auto",
         "Autocast for forward/backward: auto = bf16 on a CUDA device that supports it, else no.",
         group="compute",
@@ -168,8 +178,10 @@ class FinetuneConfig:
         "Task file with fields 'prompt' and 'answer' for fine-tuning accuracy in --eval.",
         group="eval",
     )
-    eval_scorer: Scorer = opt(
-        "contains", "How --eval-task answers are scored: exact, contains, number, choice.", group="eval"
+    eval_scorer: Scorer = opt(  # noqa: RUF009 (a Literal: immutable)
+        "contains",
+        "How --eval-task answers are scored: exact, contains, number, choice.",
+        group="eval",
     )
     eval_max_examples: int | None = opt(
         None, "Evaluate at most this many prompts of each set.", group="eval"
@@ -177,7 +189,9 @@ class FinetuneConfig:
     push_to_hub: str | None = opt(None, "Push the output to this Hub repo (org/name).", group="hub")
     private: bool = opt(False, "Create the Hub repo as private.", group="hub")
     hub_revision: str | None = opt(None, "Branch to push to (created if missing).", group="hub")
-    create_pr: bool = opt(False, "Open a pull request instead of pushing to the branch.", group="hub")
+    create_pr: bool = opt(
+        False, "Open a pull request instead of pushing to the branch.", group="hub"
+    )
     commit_message: str | None = opt(None, "Commit message for the push.", group="hub")
 
     def __post_init__(self) -> None:
@@ -187,7 +201,9 @@ class FinetuneConfig:
         _at_least(self, 8, "max_length")
         for name in ("lam", "weight_decay", "max_grad_norm", "warmup_steps", "lora_dropout"):
             if not (math.isfinite(getattr(self, name)) and getattr(self, name) >= 0):
-                raise InputError(f"{_flag(name)} must be a finite number >= 0, got {getattr(self, name)}")
+                raise InputError(
+                    f"{_flag(name)} must be a finite number >= 0, got {getattr(self, name)}"
+                )
         if not 0.0 <= self.poison_ratio < 1.0:
             raise InputError(
                 f"--poison-ratio must be in [0, 1), got {self.poison_ratio}",
