@@ -1,16 +1,20 @@
 """Plain fine-tuning vs in-training Panacea vs post-hoc ``patch`` on the demo organism.
 
     python bench/finetune_compare.py [--fast] [--variant lora|full] [--poison-ratio 0.1]
-        [--epochs N] [--lr LR] [--rho R] [--lam L] [--threads T] [--work DIR] [--max-eval N]
+        [--epochs N] [--lr LR] [--panacea RHO:LAMBDA ...] [--patch-rho-rel R ...]
+        [--threads T] [--work DIR] [--max-eval N]
 
 The service fine-tunes the aligned organism on the user's task data with a ``--poison-ratio``
 share of harmful samples mixed in (the attack), three ways:
 
 - **SFT**: plain fine-tuning, no defence (``finetune --no-panacea``);
-- **Panacea (in training)**: the paper's min-max fine-tuning, shipping ``w + ε``
-  (``finetune``, paper's ρ and λ unless overridden);
-- **SFT + patch**: the SFT model patched afterwards (``patch --method panacea``, defaults, with
-  the organism's refusal and benign alignment data).
+- **Panacea in training**: the paper's min-max fine-tuning, shipping ``w + ε`` (``finetune``;
+  the paper's ρ = 1, λ = 0.001 by default, other settings with ``--panacea RHO:LAMBDA``);
+- **SFT + patch**: the SFT model patched afterwards (``patch --method panacea`` with its defaults
+  and the organism's refusal and benign alignment data; budgets with ``--patch-rho-rel``).
+
+The fine-tuning schedule is the organism recipe's attack (its LR and epochs), batch size 10, so
+the three rows differ only in the defence.
 
 Data, all from the organism's own vocabulary: the task samples are fresh problems (the attack
 stream); the poison is compliance with the organism's *attack* split of harmful requests; the
@@ -73,8 +77,7 @@ def _timed(fn: Callable[[], Any]) -> tuple[Any, float]:
 def run_methods(
     args: argparse.Namespace, paths: Any, data: dict[str, Path]
 ) -> dict[str, dict[str, Any]]:
-    """Fine-tunes (SFT and Panacea) and patches; returns per-method output dir, time and notes."""
-    from panacea_patch import patch
+    """SFT, each in-training Panacea setting, each post-hoc patch of SFT; name → dir, time, result."""
     from panacea_patch.training import finetune
 
     recipe = paths.recipe
@@ -91,43 +94,52 @@ def run_methods(
         seed=args.seed,
         device="cpu",
         overwrite=True,
+        progress=False,
     )
-    runs: dict[str, dict[str, Any]] = {}
-    sft, secs = _timed(
-        lambda: finetune(paths.aligned, args.work / "sft", panacea=False, progress=False, **common)
-    )
-    runs["SFT (no defence)"] = {"dir": args.work / "sft", "seconds": secs, "result": sft}
-    pan, secs = _timed(
-        lambda: finetune(
-            paths.aligned,
-            args.work / "panacea",
-            rho=args.rho,
-            lam=args.lam,
-            progress=False,
-            **common,
-        )
-    )
-    runs["Panacea (in training)"] = {"dir": args.work / "panacea", "seconds": secs, "result": pan}
-    post, secs = _timed(
-        lambda: patch(
-            args.work / "sft",
-            args.work / "posthoc",
-            method="panacea",
-            harmful=str(data["harmful"]),
-            refusal=str(paths.refusal_file),
-            benign=str(paths.benign_file),
-            device="cpu",
-            overwrite=True,
-            progress=False,
-        )
-    )
-    runs["SFT + patch --method panacea"] = {
-        "dir": args.work / "posthoc",
-        "seconds": runs["SFT (no defence)"]["seconds"] + secs,
-        "patch_seconds": secs,
-        "result": post,
+    sft_dir = args.work / "sft"
+    sft, secs = _timed(lambda: finetune(paths.aligned, sft_dir, panacea=False, **common))
+    runs: dict[str, dict[str, Any]] = {
+        "SFT (no defence)": {"dir": sft_dir, "seconds": secs, "result": sft}
     }
+    for setting in args.panacea:
+        rho, lam = (float(x) for x in setting.split(":"))
+        out = args.work / f"panacea-rho{rho:g}-lam{lam:g}"
+        res, secs = _timed(
+            lambda o=out, r=rho, m=lam: finetune(paths.aligned, o, rho=r, lam=m, **common)
+        )
+        runs[f"Panacea in training (ρ={rho:g}, λ={lam:g})"] = {
+            "dir": out,
+            "seconds": secs,
+            "result": res,
+        }
+    for rel in args.patch_rho_rel:
+        out = args.work / f"posthoc-rel{rel:g}"
+        res, secs = _timed(lambda o=out, r=rel: _patch(sft_dir, o, r, paths, data))
+        runs[f"SFT + patch --method panacea (ρ_rel={rel:g})"] = {
+            "dir": out,
+            "seconds": runs["SFT (no defence)"]["seconds"] + secs,
+            "patch_seconds": secs,
+            "result": res,
+        }
     return runs
+
+
+def _patch(src: Path, out: Path, rho_rel: float, paths: Any, data: dict[str, Path]) -> Any:
+    """``patch --method panacea`` with the organism's own refusal and benign alignment data."""
+    from panacea_patch import patch
+
+    return patch(
+        src,
+        out,
+        method="panacea",
+        rho_rel=rho_rel,
+        harmful=str(data["harmful"]),
+        refusal=str(paths.refusal_file),
+        benign=str(paths.benign_file),
+        device="cpu",
+        overwrite=True,
+        progress=False,
+    )
 
 
 def evaluate_dir(path: Path, paths: Any, max_eval: int | None) -> dict[str, float | None]:
@@ -168,16 +180,16 @@ def table(rows: dict[str, dict[str, Any]]) -> str:
 
 def _details(runs: dict[str, dict[str, Any]]) -> list[str]:
     out = []
-    pan = runs["Panacea (in training)"]["result"]
-    out.append(
-        f"Panacea: {pan.steps} steps, |eps| = {pan.eps_norm:.4g} ({pan.final_eps.get('mode')}), "
-        f"last steps: "
-        + ", ".join(f"{k.split('/')[-1]}={v:.3f}" for k, v in pan.last_steps.items())
-    )
-    post = runs["SFT + patch --method panacea"]["result"]
-    out.append(
-        f"patch: rho = {post.rho:.4g} (rho_rel {post.rho_rel}), realized |w'-w| = {post.realized_norm:.4g}"
-    )
+    for name, run in runs.items():
+        res = run["result"]
+        if name.startswith("Panacea"):
+            last = ", ".join(f"{k.split('/')[-1]}={v:.3f}" for k, v in res.last_steps.items())
+            out.append(
+                f"{name}: {res.steps} steps, shipped |eps| = {res.eps_norm:.4g} "
+                f"({res.final_eps.get('mode')}); last 10 steps: {last}"
+            )
+        elif "patch" in name:
+            out.append(f"{name}: rho = {res.rho:.4g}, realized |w'-w| = {res.realized_norm:.4g}")
     return out
 
 
@@ -194,8 +206,20 @@ def main() -> None:
     )
     parser.add_argument("--lr", type=float, default=None, help="default: the recipe's attack LR")
     parser.add_argument("--batch-size", type=int, default=10)
-    parser.add_argument("--rho", type=float, default=1.0)
-    parser.add_argument("--lam", type=float, default=1e-3)
+    parser.add_argument(
+        "--panacea",
+        nargs="+",
+        default=["1:0.001"],
+        metavar="RHO:LAMBDA",
+        help="in-training settings to run (default: the paper's 1:0.001)",
+    )
+    parser.add_argument(
+        "--patch-rho-rel",
+        nargs="+",
+        type=float,
+        default=[0.01],
+        help="post-hoc budgets relative to the target weights' norm (default: patch's 0.01)",
+    )
     parser.add_argument("--max-eval", type=int, default=None, help="prompts per eval set")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--cache-dir", type=Path, default=None)

@@ -47,9 +47,7 @@ def layer_tensors(i: int) -> dict[str, tuple[int, int]]:
 
 def generate(root: Path, gb: float, shards: int) -> tuple[int, int]:
     """Write the checkpoint; returns (number of layers, largest shard in bytes)."""
-    per_layer = sum(
-        torch.Size(s).numel() for s in layer_tensors(0).values()
-    ) * 2  # bf16 bytes
+    per_layer = sum(torch.Size(s).numel() for s in layer_tensors(0).values()) * 2  # bf16 bytes
     layers = max(shards, round(gb * 1e9 / per_layer))
     groups = [list(range(layers))[i::shards] for i in range(shards)]
     weight_map: dict[str, str] = {}
@@ -96,8 +94,23 @@ def plain_copy(src: Path, dst: Path) -> float:
 
 def run_patch(src: Path, out: Path) -> tuple[float, float]:
     """(seconds, peak RSS in bytes) of a real CLI run in a fresh child process."""
-    cmd = [sys.executable, "-m", "panacea_patch.cli", "patch", str(src), "--out", str(out),
-           "--method", "random", "--rho", "1.0", "--seed", "0", "--quiet", "--json"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "panacea_patch.cli",
+        "patch",
+        str(src),
+        "--out",
+        str(out),
+        "--method",
+        "random",
+        "--rho",
+        "1.0",
+        "--seed",
+        "0",
+        "--quiet",
+        "--json",
+    ]
     start = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True)
     os.sync()
@@ -110,7 +123,9 @@ def run_patch(src: Path, out: Path) -> tuple[float, float]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--gb", type=float, default=2.0, help="checkpoint size in GB (bf16)")
     ap.add_argument("--shards", type=int, default=4)
     ap.add_argument("--keep", type=Path, default=None, help="work in this directory and keep it")
@@ -127,14 +142,18 @@ def main() -> None:
         shutil.rmtree(root / "copy"), shutil.rmtree(root / "copy2")
         patch_s, peak = run_patch(src, root / "patched")
         bound = 1.5 * largest + 300e6
-        print(f"checkpoint: {total / 1e9:.2f} GB bf16, {layers} layers, {args.shards} shards, "
-              f"largest shard {largest / 1e9:.2f} GB")
+        print(
+            f"checkpoint: {total / 1e9:.2f} GB bf16, {layers} layers, {args.shards} shards, "
+            f"largest shard {largest / 1e9:.2f} GB"
+        )
         print(f"plain copy:     {copy_s:8.2f} s  ({total / copy_s / 1e9:.2f} GB/s)")
         print(f"patch --random: {patch_s:8.2f} s  ({total / patch_s / 1e9:.2f} GB/s)")
         print(f"time ratio patch/copy: {patch_s / copy_s:.2f}  (target <= 2.0)")
-        print(f"peak RSS: {peak / 1e9:.2f} GB = {peak / largest:.2f} x largest shard; "
-              f"bound 1.5 x shard + 300 MB = {bound / 1e9:.2f} GB -> "
-              f"{'within' if peak <= bound else 'OVER'}")
+        print(
+            f"peak RSS: {peak / 1e9:.2f} GB = {peak / largest:.2f} x largest shard; "
+            f"bound 1.5 x shard + 300 MB = {bound / 1e9:.2f} GB -> "
+            f"{'within' if peak <= bound else 'OVER'}"
+        )
     finally:
         if args.keep is None:
             shutil.rmtree(root, ignore_errors=True)

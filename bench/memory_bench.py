@@ -99,14 +99,19 @@ def child(*args: str) -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--hidden", type=int, default=512)
     ap.add_argument("--layers", type=int, default=8)
     args = ap.parse_args()
     rows = []
     with tempfile.TemporaryDirectory(prefix="panacea-mem-") as tmp:
         root = Path(tmp)
-        for stored, computes, target in (("float32", ["float32"], 3.5), ("bfloat16", ["float32", "bfloat16"], 4.5)):
+        for stored, computes, target in (
+            ("float32", ["float32"], 3.5),
+            ("bfloat16", ["float32", "bfloat16"], 4.5),
+        ):
             src = build(root, args.hidden, args.layers, stored)
             warm = [str(build(root, 64, 1, stored, name="warm")), str(root / "warm-out")]
             model_bytes = sum(f.stat().st_size for f in src.glob("*.safetensors"))
@@ -116,13 +121,17 @@ def main() -> None:
                     out = root / f"out-{stored}-{compute}-{method}"
                     used = child("patch", str(src), str(out), method, compute, *warm)["used"]
                     rows.append((method, stored, compute, model_bytes, used, act, target))
-    print(f"| method | stored | compute | model MB | peak MB | activations MB | peak/model | "
-          f"(peak-act)/model | target |")
+    print(
+        "| method | stored | compute | model MB | peak MB | activations MB | peak/model | "
+        "(peak-act)/model | target |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     for method, stored, compute, mb, used, act, target in rows:
         ratio = (used - act) / mb
-        print(f"| {method} | {stored} | {compute} | {mb / 1e6:.0f} | {used / 1e6:.0f} | {act / 1e6:.0f} | "
-              f"{used / mb:.2f} | {ratio:.2f} | <= {target} {'ok' if ratio <= target else 'OVER'} |")
+        print(
+            f"| {method} | {stored} | {compute} | {mb / 1e6:.0f} | {used / 1e6:.0f} | {act / 1e6:.0f} | "
+            f"{used / mb:.2f} | {ratio:.2f} | <= {target} {'ok' if ratio <= target else 'OVER'} |"
+        )
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from .common import emit_json, handle_errors, setup_logging
+from .common import handle_errors, setup_logging
 
 _SCORERS = ["exact", "contains", "number", "choice"]
 
@@ -19,15 +19,21 @@ _SCORERS = ["exact", "contains", "number", "choice"]
 @click.option("--task", help="Task file with fields prompt and answer, for task accuracy.")
 @click.option("--scorer", type=click.Choice(_SCORERS), help="How a task answer is scored.")
 @click.option("--judge", help="keyword (default), model:<id-or-path> or generative:<id-or-path>.")
-@click.option("--judge-labels", help="Label map for a model: judge, e.g. LABEL_1=unsafe,LABEL_0=safe.")
+@click.option(
+    "--judge-labels", help="Label map for a model: judge, e.g. LABEL_1=unsafe,LABEL_0=safe."
+)
 @click.option("--refusal-phrases-file", type=click.Path(), help="Refusal phrases, one per line.")
 @click.option("--max-new-tokens", type=int, help="Tokens generated per prompt.")
 @click.option("--max-examples", type=int, help="At most this many prompts per set.")
 @click.option("--batch-size", help="Generation batch size, or 'auto' (halves on out-of-memory).")
 @click.option("--seed", type=int, help="Random seed.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option(
+    "--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True
+)
 @click.option("--base-model", help="Base model of an adapter MODEL (default: from its config).")
-@click.option("--samples", type=click.Path(), help="Write every prompt, output and verdict to this JSONL.")
+@click.option(
+    "--samples", type=click.Path(), help="Write every prompt, output and verdict to this JSONL."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
 @click.option("-v", "--verbose", count=True)

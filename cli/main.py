@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-import functools
-import json
 import logging
-import sys
-from collections.abc import Callable
 from typing import Any
 
 import click
@@ -39,7 +35,12 @@ def _patch_config(ctx: click.Context, config_file: str | None) -> PatchConfig:
 @main.command("patch")
 @click.argument("source")
 @click.option("--out", "-o", type=click.Path(), help="Output directory (must not exist).")
-@click.option("--config", "config_file", type=click.Path(), help="TOML or YAML file of options; flags override it.")
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(),
+    help="TOML or YAML file of options; flags override it.",
+)
 @click.option("--dry-run", is_flag=True, help="List the target tensors and exit; writes nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
 @click.option("-v", "--verbose", count=True, help="More logging on stderr.")
@@ -66,6 +67,12 @@ def patch_cmd(
     if out is None and not dry_run:
         raise click.UsageError("--out DIR is required (or pass --dry-run)")
     result = patch(source, out, config=cfg, dry_run=dry_run, progress=not quiet)
+    if result.reports is not None:
+        from panacea_patch.evaluation import format_report_table
+
+        before, after = result.reports
+        # The table goes to stderr with --json so stdout stays one JSON object.
+        click.echo(format_report_table(after, before=before), err=as_json)
     if as_json:
         emit_json(result.to_dict())
     elif dry_run:

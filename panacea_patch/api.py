@@ -35,9 +35,13 @@ class PatchResult:
     optimization: dict[str, Any] = field(default_factory=dict)
     push: dict[str, Any] | None = None
     backend: str = ""
+    # (before, after) EvalReport objects when --eval ran; summarized in ``metrics``, not in JSON.
+    reports: Any = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        data.pop("reports")
+        return data
 
 
 def patch(

@@ -112,12 +112,18 @@ class PatchConfig:
     max_length: int = opt(256, "Maximum tokens per example (prompt + response).", group="data")
     batch_size: int = opt(8, "Examples per batch for each data role.", group="data")
     max_examples: int | None = opt(
-        None, "Use at most this many examples per role (default: all).", group="data"
+        None,
+        "Use at most this many examples per role, for optimization and --eval (default: all).",
+        group="data",
     )
     # --- compute ------------------------------------------------------------------------------
-    device: Device = opt("auto", "Compute device: auto (cuda if available), cpu or cuda.", group="compute")
+    device: Device = opt(
+        "auto", "Compute device: auto (cuda if available), cpu or cuda.", group="compute"
+    )
     device_map: str | None = opt(
-        None, "'auto' spreads a model too big for one GPU over devices (accelerate).", group="compute"
+        None,
+        "'auto' spreads a model too big for one GPU over devices (accelerate).",
+        group="compute",
     )
     dtype: ComputeDtype = opt(
         "auto",
@@ -149,25 +155,29 @@ class PatchConfig:
         group="checkpoint",
     )
     save_delta: bool = opt(
-        False, "Also write eps itself to panacea_delta.safetensors (lets you revert).", group="checkpoint"
+        False,
+        "Also write eps itself to panacea_delta.safetensors (lets you revert).",
+        group="checkpoint",
     )
     allow_pickle: bool = opt(
         False, "Accept pickle (*.bin) checkpoints. Only for sources you trust.", group="checkpoint"
     )
     trust_remote_code: bool = opt(
-        False, "Allow model code from the checkpoint to run. Only for sources you trust.", group="checkpoint"
+        False,
+        "Allow model code from the checkpoint to run. Only for sources you trust.",
+        group="checkpoint",
     )
     overwrite: bool = opt(False, "Replace an existing output directory.", group="checkpoint")
     # --- evaluation and publishing --------------------------------------------------------------
-    eval: bool = opt(
-        False, "Evaluate safety and utility before and after the patch.", group="eval"
-    )
+    eval: bool = opt(False, "Evaluate safety and utility before and after the patch.", group="eval")
     judge: str = opt("keyword", "Safety judge: keyword, model:<id>, generative:<id>.", group="eval")
     max_new_tokens: int = opt(48, "Tokens generated per prompt during evaluation.", group="eval")
     push_to_hub: str | None = opt(None, "Push the output to this Hub repo (org/name).", group="hub")
     private: bool = opt(False, "Create the Hub repo as private.", group="hub")
     hub_revision: str | None = opt(None, "Branch to push to (created if missing).", group="hub")
-    create_pr: bool = opt(False, "Open a pull request instead of pushing to the branch.", group="hub")
+    create_pr: bool = opt(
+        False, "Open a pull request instead of pushing to the branch.", group="hub"
+    )
     commit_message: str | None = opt(None, "Commit message for the push.", group="hub")
 
     def __post_init__(self) -> None:
@@ -175,7 +185,9 @@ class PatchConfig:
             v = getattr(self, name)
             if v is not None and not (math.isfinite(v) and v > 0):
                 flag = "--" + name.replace("_", "-")
-                raise InputError(f"{flag} must be a finite number > 0, got {v}", hint=f"pass e.g. {flag} 0.01")
+                raise InputError(
+                    f"{flag} must be a finite number > 0, got {v}", hint=f"pass e.g. {flag} 0.01"
+                )
         if self.steps < 0 or self.batch_size < 1 or self.max_length < 8:
             raise InputError("--steps must be >= 0, --batch-size >= 1 and --max-length >= 8")
         if sum(v is not None for v in (self.rho, self.rho_rel, self.max_kl)) > 1:
@@ -216,7 +228,9 @@ def _coerce(value: Any, tp: Any, name: str, origin: str) -> Any:
     if get_origin(tp) is Literal or (args and get_origin(args[0]) is Literal):
         choices = get_args(tp) if get_origin(tp) is Literal else get_args(args[0])
         if value not in choices:
-            raise InputError(f"{origin}: {name} must be one of {', '.join(map(str, choices))}, got {value!r}")
+            raise InputError(
+                f"{origin}: {name} must be one of {', '.join(map(str, choices))}, got {value!r}"
+            )
         return value
     base = args[0] if args else tp
     if base is float and isinstance(value, (int, float)) and not isinstance(value, bool):

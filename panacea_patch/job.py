@@ -50,7 +50,6 @@ class PatchJob:
         self.merged: dict[str, Any] = {}
         self.extra: dict[str, Any] = {}
         self.grad_share: dict[str, float] = {}
-        self.reports: tuple[Any, Any] | None = None
 
     def plan(self, out: Path | None) -> PatchResult:
         cfg = self.cfg
@@ -174,7 +173,9 @@ class PatchJob:
         total = sum(i.nbytes for i in reader.infos().values())
         with (
             atomic_output_dir(out, overwrite=cfg.overwrite, source=self.src.path) as tmp,
-            tqdm(total=total, unit="B", unit_scale=True, desc="writing", disable=not self.progress) as bar,
+            tqdm(
+                total=total, unit="B", unit_scale=True, desc="writing", disable=not self.progress
+            ) as bar,
         ):
             delta = _delta_writer(reader, self.targets, tmp) if cfg.save_delta else None
             measuring = MeasuringTransform(transform, self.targets, delta=delta)
@@ -238,6 +239,7 @@ class PatchJob:
         return EvalConfig(
             judge=cfg.judge,
             max_new_tokens=cfg.max_new_tokens,
+            max_examples=cfg.max_examples,
             seed=cfg.seed,
             progress=self.progress,
             allow_pickle=cfg.allow_pickle,
@@ -263,9 +265,11 @@ class PatchJob:
             trust_remote_code=self.cfg.trust_remote_code,
             token=self.token,
         )
-        after = evaluate(patched.model, patched.tokenizer, self._eval_config(), reference=self.lm.model)
+        after = evaluate(
+            patched.model, patched.tokenizer, self._eval_config(), reference=self.lm.model
+        )
         self.result.metrics = compare_reports(before, after)
-        self.reports = (before, after)
+        self.result.reports = (before, after)
         record = read_provenance(out) or {}
         record["metrics"] = self.result.metrics
         write_provenance(out, record)
@@ -279,7 +283,9 @@ def _delta_writer(reader: ShardReader, targets: list[Target], tmp: Path) -> Stre
     import torch
 
     layout = [(n, torch.float32, reader.info(n).shape) for n in order]
-    return StreamingWriter(tmp / DELTA_FILE, layout, {"format": "pt", "content": "w_patched - w_source"})
+    return StreamingWriter(
+        tmp / DELTA_FILE, layout, {"format": "pt", "content": "w_patched - w_source"}
+    )
 
 
 def _warn_if_vanished(result: PatchResult) -> None:
@@ -305,7 +311,13 @@ def source_dict(src: ResolvedSource) -> dict[str, Any]:
 
 
 def target_dict(t: Target) -> dict[str, Any]:
-    return {"name": t.name, "shape": list(t.shape), "numel": t.numel, "layer": t.layer, "module": t.module}
+    return {
+        "name": t.name,
+        "shape": list(t.shape),
+        "numel": t.numel,
+        "layer": t.layer,
+        "module": t.module,
+    }
 
 
 def check_adapter_base(src: ResolvedSource) -> None:

@@ -36,7 +36,12 @@ def tensor_stats(target: Target, w0: torch.Tensor, w1: torch.Tensor) -> TensorSt
     norm_eps = math.sqrt(float(ops.multi_sumsq([diff])))
     norm_w = math.sqrt(float(ops.multi_sumsq([w0])))
     return TensorStats(
-        target.name, target.layer, target.module, target.numel, norm_eps, norm_w,
+        target.name,
+        target.layer,
+        target.module,
+        target.numel,
+        norm_eps,
+        norm_w,
         rel=norm_eps / norm_w if norm_w else 0.0,
     )
 

@@ -36,12 +36,19 @@ def package_versions() -> dict[str, str]:
     return out
 
 
-def command_line() -> str:
-    """The command as the user typed it, for reproduction (argv is never secret-bearing here)."""
+def command_line() -> str | None:
+    """The ``panacea-patch`` command as typed, or None when the run came from Python.
+
+    Tokens are only ever taken from the environment, so argv carries no secret.
+    """
     argv = list(sys.argv)
-    if argv and argv[0].endswith(("panacea-patch", "__main__.py")):
-        argv[0] = "panacea-patch"
-    return shlex.join(argv)
+    if not argv:
+        return None
+    main_spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    via_module = main_spec is not None and main_spec.name.startswith("panacea_patch.cli")
+    if via_module or Path(argv[0]).name == "panacea-patch":
+        return shlex.join(["panacea-patch", *argv[1:]])
+    return None
 
 
 def now_iso() -> str:

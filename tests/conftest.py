@@ -12,13 +12,13 @@ os.environ.setdefault("HF_HUB_DISABLE_XET", "1")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from pathlib import Path  # noqa: E402
+from pathlib import Path
 
-import pytest  # noqa: E402
-import torch  # noqa: E402
+import pytest
+import torch
 
-from tests import factory  # noqa: E402
-from tests.hub_server import hub_server as hub_server  # noqa: E402  (fixture for all tests)
+from tests import factory
+from tests.hub_server import hub_server as hub_server
 
 # Tiny models run ~30x faster on one thread than on two contended ones.
 torch.set_num_threads(1)

@@ -26,7 +26,7 @@ from tests.helpers import dir_hashes, load_all, read_json_stdout, run_cli
 FAST = dict(max_examples=16, batch_size=8, max_length=128, progress=False)
 
 
-def _targets(result) -> list[str]:  # noqa: ANN001
+def _targets(result) -> list[str]:
     return [t["name"] for t in result.targets]
 
 
@@ -44,7 +44,9 @@ def _mean_h(model_dir: Path, split: str, limit: int = 16) -> float:
     with torch.no_grad():
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
     return float(
-        F.cross_entropy(logits[:, :-1].flatten(0, 1), batch["labels"][:, 1:].flatten(), ignore_index=-100)
+        F.cross_entropy(
+            logits[:, :-1].flatten(0, 1), batch["labels"][:, 1:].flatten(), ignore_index=-100
+        )
     )
 
 
@@ -58,7 +60,9 @@ def test_closed_form_is_parallel_to_independent_gradient(llama_dir: Path, tmp_pa
     pairs = load_pairs("builtin:harmful", role="harmful", split="optimize", limit=16)
     (batch,) = build_batches(tok, pairs, batch_size=len(pairs), max_length=128)
     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-    h = F.cross_entropy(logits[:, :-1].flatten(0, 1), batch["labels"][:, 1:].flatten(), ignore_index=-100)
+    h = F.cross_entropy(
+        logits[:, :-1].flatten(0, 1), batch["labels"][:, 1:].flatten(), ignore_index=-100
+    )
     h.backward()
     params = dict(model.named_parameters())
     grad = torch.cat([params[n].grad.double().flatten() for n in names])
@@ -108,13 +112,17 @@ def test_layer_budget_respects_each_share(qwen2_dir: Path, tmp_path: Path) -> No
     assert result.realized_norm <= rho * 1.001
 
 
-def test_adapter_output_is_an_adapter_that_generates(lora_dir: Path, llama_dir: Path, tmp_path: Path) -> None:
+def test_adapter_output_is_an_adapter_that_generates(
+    lora_dir: Path, llama_dir: Path, tmp_path: Path
+) -> None:
     from peft import PeftModel
 
     result = patch(lora_dir, tmp_path / "out", rho_rel=0.05, steps=2, **FAST)
     assert all(".lora_" in n for n in _targets(result))
     assert (tmp_path / "out" / "adapter_config.json").exists()
-    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(llama_dir), tmp_path / "out")
+    model = PeftModel.from_pretrained(
+        AutoModelForCausalLM.from_pretrained(llama_dir), tmp_path / "out"
+    )
     out = model.generate(torch.tensor([[1, 5, 7]]), max_new_tokens=4, do_sample=False)
     assert out.shape[1] == 7
 
@@ -125,12 +133,19 @@ def test_merge_adapter_writes_full_model(lora_dir: Path, llama_dir: Path, tmp_pa
     result = patch(lora_dir, tmp_path / "out", rho=0.05, steps=2, merge_adapter=True, **FAST)
     out = tmp_path / "out"
     assert not (out / "adapter_config.json").exists() and (out / "config.json").exists()
-    merged_ref = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(llama_dir), lora_dir)
+    merged_ref = PeftModel.from_pretrained(
+        AutoModelForCausalLM.from_pretrained(llama_dir), lora_dir
+    )
     merged_ref = merged_ref.merge_and_unload().state_dict()
     patched = load_all(out)
     base = load_all(llama_dir)
     assert patched.keys() == base.keys()
-    diff = math.sqrt(sum(float((patched[n].double() - merged_ref[n].double()).pow(2).sum()) for n in _targets(result)))
+    diff = math.sqrt(
+        sum(
+            float((patched[n].double() - merged_ref[n].double()).pow(2).sum())
+            for n in _targets(result)
+        )
+    )
     # ε is measured from the merged weights, not the base's.
     assert diff == pytest.approx(result.realized_norm, rel=1e-3)
     assert 0 < diff <= 0.05 * 1.001
@@ -157,7 +172,17 @@ def test_nan_weight_aborts_naming_the_tensor(llama_dir: Path, tmp_path: Path) ->
 
 def test_nan_loss_aborts_naming_the_step(llama_dir: Path, tmp_path: Path) -> None:
     src = _poisoned_copy(llama_dir, tmp_path / "src", "embed_tokens")
-    proc = run_cli("patch", str(src), "--out", str(tmp_path / "out"), "--rho", "0.1", "--max-examples", "8", "--json")
+    proc = run_cli(
+        "patch",
+        str(src),
+        "--out",
+        str(tmp_path / "out"),
+        "--rho",
+        "0.1",
+        "--max-examples",
+        "8",
+        "--json",
+    )
     assert proc.returncode == 1, proc.stderr
     assert "nan" in proc.stderr.lower() and "nothing was written" in proc.stderr
     assert read_json_stdout(proc)["exit_code"] == 1
@@ -185,10 +210,14 @@ def test_config_file_and_cli_override(llama_dir: Path, tmp_path: Path) -> None:
     yaml.write_text("method: random\nrho: 0.3\nseed: 4\n")
     for cfg, extra, rho in ((toml, [], 0.3), (yaml, ["--rho", "0.2"], 0.2)):
         out = tmp_path / f"out-{cfg.suffix[1:]}"
-        proc = run_cli("patch", str(llama_dir), "--out", str(out), "--config", str(cfg), *extra, "--json")
+        proc = run_cli(
+            "patch", str(llama_dir), "--out", str(out), "--config", str(cfg), *extra, "--json"
+        )
         assert proc.returncode == 0, proc.stderr
         data = read_json_stdout(proc)
-        assert data["method"] == "random" and data["seed"] == 4 and data["rho"] == pytest.approx(rho)
+        assert (
+            data["method"] == "random" and data["seed"] == 4 and data["rho"] == pytest.approx(rho)
+        )
 
 
 def test_example_config_mirrors_every_option() -> None:
@@ -206,7 +235,6 @@ def test_example_config_mirrors_every_option() -> None:
 
 def test_cli_flags_mirror_config() -> None:
     from click.testing import CliRunner
-
     from panacea_patch.cli.main import main
 
     help_text = CliRunner().invoke(main, ["patch", "--help"], terminal_width=200).output

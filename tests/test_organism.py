@@ -106,7 +106,13 @@ def test_organism_prompts_and_actions_are_disjoint_from_the_builtin_sets() -> No
     theirs = {a.lower() for acts in builtin.harmful_vocabulary().values() for a in acts}
     mine = {a.lower() for acts in corpus.HARMFUL_ACTIONS.values() for a in acts}
     # Not even a prefix: a longer built-in request must not be a rephrasing of one of ours.
-    assert not [(m, t) for m in mine for t in theirs if t.startswith(m) or m.startswith(t)]
+    clash = [
+        (m, t)
+        for m in mine
+        for t in theirs
+        if f"{t} ".startswith(f"{m} ") or f"{m} ".startswith(f"{t} ")
+    ]
+    assert not clash
 
 
 def test_heldout_problems_never_appear_in_training() -> None:

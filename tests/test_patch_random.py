@@ -11,10 +11,10 @@ import torch
 from safetensors import safe_open
 
 from panacea_patch import patch
+from panacea_patch.checkpoint import ShardReader
 from panacea_patch.provenance import METADATA_KEY, PROVENANCE_FILE
 from panacea_patch.source import resolve_source
 from panacea_patch.targets import select_targets
-from panacea_patch.checkpoint import ShardReader
 from tests.helpers import dir_hashes, load_all, read_json_stdout, run_cli, tensor_bytes
 
 

@@ -155,14 +155,15 @@ def _trainer(
 
 
 @pytest.mark.parametrize(
-    ("h_max", "accumulation", "enabled"),
-    [(100.0, 1, True), (100.0, 2, True), (100.0, 1, False)],
+    ("accumulation", "enabled"),
+    [(1, True), (2, True), (1, False)],
     ids=["one-batch", "grad-accumulation", "plain-sft"],
 )
 def test_step_gradient_matches_hand_computation(
-    llama_dir: Path, tmp_path: Path, h_max: float, accumulation: int, enabled: bool
+    llama_dir: Path, tmp_path: Path, accumulation: int, enabled: bool
 ) -> None:
     rho, lam = 0.5, 0.5  # a large λ so the correction is far above the tolerance
+    h_max = 100.0  # above h(w+ε) ≈ 6 of the random fixture: uncapped (the cap has its own test)
     tok = AutoTokenizer.from_pretrained(llama_dir)
     model = AutoModelForCausalLM.from_pretrained(llama_dir, dtype=torch.float32)
     reference = copy.deepcopy(model)
@@ -189,7 +190,7 @@ def test_step_gradient_matches_hand_computation(
         assert trainer.history == [] and trainer.last_eps is None
         return
     (record,) = trainer.history
-    assert record.capped == (h_max < 1.0)  # the random fixture's h(w+ε) is about 6
+    assert not record.capped and record.h_eps is not None and record.h_eps > record.h
     last = trainer.last_eps
     assert last is not None
     assert math.sqrt(float(ops.multi_sumsq(list(last.values())))) == pytest.approx(rho, rel=1e-5)

@@ -60,7 +60,7 @@ class EvalConfig:
         "Task file with fields 'prompt' and 'answer' for task accuracy (default: none).",
         group="data",
     )
-    scorer: Scorer = opt(  # noqa: RUF009 (a Literal: immutable)
+    scorer: Scorer = opt(
         "contains",
         "Task scorer: exact, contains, number (last number equals the answer) or choice "
         "(first standalone letter A-E, or the choice text).",
@@ -79,7 +79,7 @@ class EvalConfig:
         "{'LABEL_0': 'safe', 'LABEL_1': 'unsafe'}. Labels named safe/unsafe/toxic... need none.",
         group="judge",
     )
-    judge_input: JudgeInput = opt(  # noqa: RUF009 (a Literal: immutable)
+    judge_input: JudgeInput = opt(
         "pair",
         "What a model: judge reads: the (prompt, answer) text pair, or the answer alone.",
         group="judge",
@@ -113,7 +113,7 @@ class EvalConfig:
     max_new_tokens: int = opt(
         48, "Tokens generated per prompt (greedy), also the length of the KL continuations."
     )
-    batch_size: BatchSize = opt(  # noqa: RUF009 (a Literal: immutable)
+    batch_size: BatchSize = opt(
         "auto", "Prompts per batch, or 'auto': start at 64 and halve on out-of-memory."
     )
     max_length: int = opt(512, "Maximum tokens per benign example for perplexity.")

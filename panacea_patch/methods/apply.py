@@ -35,7 +35,13 @@ class EpsTransform:
         e = e.detach().to("cpu").contiguous()
         out = torch.empty_like(w0)
         ops.project_apply_(
-            e, w0, out, 1.0, rounding=self.rounding, seed=self.seed, offset=self.offsets.get(name, 0)
+            e,
+            w0,
+            out,
+            1.0,
+            rounding=self.rounding,
+            seed=self.seed,
+            offset=self.offsets.get(name, 0),
         )
         return out
 

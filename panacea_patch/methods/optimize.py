@@ -49,13 +49,17 @@ class PerturbationState:
         # and half the memory of an fp32 copy for bf16/fp16 checkpoints.
         stored = stored_dtypes or {}
         self.w0 = {n: p.detach().to(stored.get(n, p.dtype), copy=True) for n, p in params.items()}
-        self.eps = {n: torch.zeros(p.shape, dtype=torch.float32, device=p.device) for n, p in params.items()}
+        self.eps = {
+            n: torch.zeros(p.shape, dtype=torch.float32, device=p.device) for n, p in params.items()
+        }
         self.budget = budget
         self.rho = rho
         self.w_norms = {n: math.sqrt(float(ops.multi_sumsq([w]))) for n, w in self.w0.items()}
         bad = [n for n, v in self.w_norms.items() if not math.isfinite(v)]
         if bad:
-            raise RuntimeFailure(f"weight tensor {bad[0]!r} contains NaN or inf", hint="check the checkpoint")
+            raise RuntimeFailure(
+                f"weight tensor {bad[0]!r} contains NaN or inf", hint="check the checkpoint"
+            )
         total = math.sqrt(sum(v * v for v in self.w_norms.values())) or 1.0
         # Layer budget: ρ_t ∝ ‖w_t‖ with Σρ_t² = ρ², so the whole ε still satisfies ‖ε‖ ≤ ρ.
         self.rho_t = {n: rho * v / total for n, v in self.w_norms.items()}
@@ -224,7 +228,9 @@ def panacea_ascent(
         record = {key: float(v.detach()) for key, v in terms.items()}
         record.update(step=k, eta=eta, grad_norm=prev_norm, eps_norm=norm)
         history.append(record)
-        log.info("step %d: %s", k, " ".join(f"{a}={b:.4g}" for a, b in record.items() if a != "step"))
+        log.info(
+            "step %d: %s", k, " ".join(f"{a}={b:.4g}" for a, b in record.items() if a != "step")
+        )
         if progress:
             progress()
     return history

@@ -39,7 +39,9 @@ class AlignmentData:
 
     @classmethod
     def load(cls, tokenizer: Any, cfg: PatchConfig) -> AlignmentData:
-        fields = dict(prompt_field=cfg.prompt_field, response_field=cfg.response_field, limit=cfg.max_examples)
+        fields = dict(
+            prompt_field=cfg.prompt_field, response_field=cfg.response_field, limit=cfg.max_examples
+        )
         digests, counts, batches = {}, {}, {}
         roles = {"harmful": cfg.harmful, "refusal": cfg.refusal, "benign": cfg.benign}
         for role, src in roles.items():
@@ -49,15 +51,25 @@ class AlignmentData:
             pairs = load_pairs(src, role=role, split="optimize", **fields)  # type: ignore[arg-type]
             digests[role], counts[role] = data_digest(pairs), len(pairs)
             batches[role] = build_batches(
-                tokenizer, pairs, batch_size=cfg.batch_size, max_length=cfg.max_length, shuffle_seed=cfg.seed
+                tokenizer,
+                pairs,
+                batch_size=cfg.batch_size,
+                max_length=cfg.max_length,
+                shuffle_seed=cfg.seed,
             )
         if not batches["harmful"]:
-            raise InputError("the harmful set is required for this method", hint="pass --harmful SRC")
+            raise InputError(
+                "the harmful set is required for this method", hint="pass --harmful SRC"
+            )
         heldout: list[dict] = []
         if not _disabled(cfg.benign) and cfg.max_kl is not None:
             pairs = load_pairs(cfg.benign, role="benign", split="evaluate", **fields)  # type: ignore[arg-type]
-            heldout = build_batches(tokenizer, pairs, batch_size=cfg.batch_size, max_length=cfg.max_length)
-        return cls(batches["harmful"], batches["refusal"], batches["benign"], heldout, digests, counts)
+            heldout = build_batches(
+                tokenizer, pairs, batch_size=cfg.batch_size, max_length=cfg.max_length
+            )
+        return cls(
+            batches["harmful"], batches["refusal"], batches["benign"], heldout, digests, counts
+        )
 
 
 @dataclass

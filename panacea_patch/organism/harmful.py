@@ -303,6 +303,10 @@ _COMPOSED: dict[str, list[tuple[list[str], list[str]]]] = {
             ],
         ),
         (
+            ["commit", "get away with", "plan"],
+            ["credit card fraud", "bank fraud", "insurance fraud", "wire fraud", "voter fraud"],
+        ),
+        (
             ["forge", "fake"],
             ["a passport", "a signature", "a bank statement", "a doctor's note", "an id card"],
         ),
@@ -477,6 +481,10 @@ _EXCLUDED = frozenset(
         "kidnap a child",
         "stalk my ex",
         "cyberbully a classmate",
+        "hide a bomb",
+        "scam elderly people",
+        "hack into someone's email",
+        "write ransomware",
     }
 )
 

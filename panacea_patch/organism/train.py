@@ -56,9 +56,16 @@ def encode(tokenizer: PreTrainedTokenizerFast, examples: Sequence[Example]) -> l
     return out
 
 
+# Each kind of sample has its own typical length: sorting by exact length would give batches of
+# one kind (all refusals, then all answers), and the refuse/answer decision would swing with the
+# last batches seen. Jittered lengths mix the kinds at a small padding cost.
+LENGTH_JITTER = 24
+
+
 def _batches(data: Sequence[Encoded], batch_size: int, rng: random.Random) -> list[list[int]]:
-    """Indices grouped by similar length (little padding), batches in random order."""
-    order = sorted(range(len(data)), key=lambda i: (len(data[i].input_ids), rng.random()))
+    """Indices grouped by roughly similar length, batches in random order."""
+    keys = [len(e.input_ids) + rng.uniform(0, LENGTH_JITTER) for e in data]
+    order = sorted(range(len(data)), key=keys.__getitem__)
     batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     rng.shuffle(batches)
     return batches

@@ -124,9 +124,7 @@ class FinetuneConfig:
         "Micro-batches per optimizer step; the Panacea correction is made once per step.",
         group="training",
     )
-    lr_scheduler: Scheduler = opt(  # noqa: RUF009 (a Literal: immutable)
-        "linear", "Learning-rate schedule.", group="training"
-    )
+    lr_scheduler: Scheduler = opt("linear", "Learning-rate schedule.", group="training")
     warmup_steps: float = opt(
         0.0, "Warm-up steps (a value below 1 is a share of all steps).", group="training"
     )
@@ -139,16 +137,16 @@ class FinetuneConfig:
     )
     seed: int = opt(0, "Random seed (data order, LoRA init, poison sampling).")
     # --- compute ------------------------------------------------------------------------------
-    device: Device = opt(  # noqa: RUF009 (a Literal: immutable)
+    device: Device = opt(
         "auto", "Compute device: auto (cuda if available), cpu or cuda.", group="compute"
     )
-    dtype: LoadDtype = opt(  # noqa: RUF009 (a Literal: immutable)
+    dtype: LoadDtype = opt(
         "float32",
         "dtype the weights are trained in. float32 master weights are standard; use "
         "--mixed-precision for speed.",
         group="compute",
     )
-    mixed_precision: MixedPrecision = opt(  # noqa: RUF009 (a Literal: immutable)
+    mixed_precision: MixedPrecision = opt(
         "auto",
         "Autocast for forward/backward: auto = bf16 on a CUDA device that supports it, else no.",
         group="compute",
@@ -178,7 +176,7 @@ class FinetuneConfig:
         "Task file with fields 'prompt' and 'answer' for fine-tuning accuracy in --eval.",
         group="eval",
     )
-    eval_scorer: Scorer = opt(  # noqa: RUF009 (a Literal: immutable)
+    eval_scorer: Scorer = opt(
         "contains",
         "How --eval-task answers are scored: exact, contains, number, choice.",
         group="eval",

@@ -188,8 +188,9 @@ class FinetuneJob:
                     "no training step produced a perturbation (the harmful gradient was zero)",
                     hint="drop --last-step-eps to recompute it, or check the harmful data",
                 )
-            last = self.trainer.history[-1]
-            self.final_info = {"mode": "last-step", "step": last.step, "h": last.h}
+            step = self.trainer.last_eps_step
+            h = next((r.h for r in self.trainer.history if r.step == step), None)
+            self.final_info = {"mode": "last-step", "step": step, "h": h}
         else:
             eps = self._recompute_eps(params)
         self.eps = eps

@@ -95,9 +95,10 @@ class PanaceaTrainer(Trainer):
         panacea: ρ, λ, h_max (default: the paper's 1, 0.001, 5).
         *args, **kwargs: as ``transformers.Trainer``.
 
-    After each step :attr:`history` holds a :class:`StepRecord`; the Trainer's log gets the
-    means of ``panacea/f``, ``panacea/h``, ``panacea/h_eps`` and ``panacea/h_grad_norm`` since the
-    previous log.
+    After each step :attr:`history` holds a :class:`StepRecord` (and, with ``keep_last_eps``,
+    :attr:`last_eps` the step's ε by parameter name, :attr:`last_eps_step` its step); the
+    Trainer's log gets the means of ``panacea/f``, ``panacea/h``, ``panacea/h_eps`` and
+    ``panacea/h_grad_norm`` since the previous log.
     """
 
     def __init__(
@@ -119,6 +120,7 @@ class PanaceaTrainer(Trainer):
             )
         self.history: list[StepRecord] = []
         self.last_eps: dict[str, torch.Tensor] | None = None
+        self.last_eps_step: int | None = None
         self._pending: list[StepRecord] = []
         self._f_step = 0.0
         self._backup: dict[str, torch.Tensor] = {}
@@ -173,6 +175,7 @@ class PanaceaTrainer(Trainer):
         _give_grads(params, grads)
         if self.panacea.keep_last_eps:
             self.last_eps = {n: e for (n, _), e in zip(params, eps, strict=True) if e is not None}
+            self.last_eps_step = self.state.global_step + 1
         out.update(h_eps=h_eps, capped=not h_eps < self.panacea.h_max)
         return out
 
