@@ -115,8 +115,11 @@ class PatchJob:
 
         cfg, result = self.cfg, self.result
         if cfg.method == "random":
+            from .modeling import pick_device
+
             result.rho = self._rho_random(reader)
-            return RandomTransform(self.targets, rho=result.rho, seed=cfg.seed)
+            device = pick_device(cfg.device)
+            return RandomTransform(self.targets, rho=result.rho, seed=cfg.seed, device=device)
         outcome = self._optimize()
         if self.merged:
             # The live target weights now hold w0 + ε; the merge's own values are in w0.

@@ -95,12 +95,16 @@ class PerturbationState:
 
 @dataclass
 class GradSink:
-    """Post-accumulate-grad hooks that fold each gradient into ε and free it."""
+    """Post-accumulate-grad hooks that fold each gradient into ε and free it.
+
+    Sums of squares stay 0-d tensors until ``floats`` reads them all at once, so on a GPU the
+    hooks add no per-tensor device synchronisation (except the layer budget's per-tensor norm).
+    """
 
     state: PerturbationState
-    coef: Callable[[str, float], float] = lambda name, gsq: 1.0
-    grad_sq: dict[str, float] = field(default_factory=dict)
-    eps_sq: dict[str, float] = field(default_factory=dict)
+    coef: Callable[[str, torch.Tensor], float] = lambda name, gsq: 1.0
+    grad_sq: dict[str, torch.Tensor] = field(default_factory=dict)
+    eps_sq: dict[str, torch.Tensor] = field(default_factory=dict)
     _handles: list = field(default_factory=list)
 
     def __enter__(self) -> GradSink:
@@ -117,20 +121,30 @@ class GradSink:
     def _hook(self, name: str) -> Callable[[torch.Tensor], None]:
         def fold(p: torch.Tensor) -> None:
             g = p.grad
-            gsq = float(ops.multi_sumsq([g]))
-            self.grad_sq[name] = self.grad_sq.get(name, 0.0) + gsq
-            self.eps_sq[name] = float(ops.pgd_step_(self.state.eps[name], g, self.coef(name, gsq)))
+            gsq = ops.multi_sumsq([g])
+            self.grad_sq[name] = self.grad_sq[name] + gsq if name in self.grad_sq else gsq
+            self.eps_sq[name] = ops.pgd_step_(self.state.eps[name], g, self.coef(name, gsq))
             p.grad = None
 
         return fold
 
-    def check_finite(self, where: str) -> None:
-        for name, v in {**self.grad_sq, **self.eps_sq}.items():
+    @staticmethod
+    def floats(values: dict[str, torch.Tensor]) -> dict[str, float]:
+        if not values:
+            return {}
+        flat = torch.stack([v.detach().float().cpu() for v in values.values()]).tolist()
+        return dict(zip(values, flat, strict=True))
+
+    def check_finite(self, where: str) -> tuple[dict[str, float], dict[str, float]]:
+        """(Σg², Σε²) per tensor as floats; raises naming the first tensor that is not finite."""
+        grad_sq, eps_sq = self.floats(self.grad_sq), self.floats(self.eps_sq)
+        for name, v in {**grad_sq, **eps_sq}.items():
             if not math.isfinite(v):
                 raise RuntimeFailure(
                     f"{where}: the gradient of tensor {name!r} is NaN or inf; nothing was written",
                     hint="lower --rho / --step-size, use --dtype float32, or check the data",
                 )
+        return grad_sq, eps_sq
 
     def missing(self) -> list[str]:
         return [n for n in self.state.params if n not in self.eps_sq]
@@ -166,16 +180,15 @@ def closed_form(
             # Token-weighted, so the accumulated ε is the gradient of the mean over all tokens.
             # No cap here: ε* is the paper's ∇h at w; the cap belongs to the ascent objective.
             (h * (n / total)).backward()
-            sink.check_finite(f"closed form, batch {i}")
             if progress:
                 progress()
+        _, grad_sq = sink.check_finite("closed form")
         missing = sink.missing()
         if missing:
             raise RuntimeFailure(
                 f"target tensor {missing[0]!r} received no gradient from the harmful loss",
                 hint="choose --targets that take part in the forward pass",
             )
-        grad_sq = dict(sink.eps_sq)
     gnorm = math.sqrt(sum(grad_sq.values()))
     if gnorm == 0.0:
         raise RuntimeFailure(
@@ -221,9 +234,8 @@ def panacea_ascent(
             terms = objective.terms(model, k)
             _check_loss(terms["J"], f"step {k}: objective J")
             terms["J"].backward()
-            sink.check_finite(f"step {k}")
-            eps_sq = dict(sink.eps_sq)
-            prev_norm = math.sqrt(sum(sink.grad_sq.values()))
+            grad_sq, eps_sq = sink.check_finite(f"step {k}")
+            prev_norm = math.sqrt(sum(grad_sq.values()))
         norm = state.project(eps_sq)
         record = {key: float(v.detach()) for key, v in terms.items()}
         record.update(step=k, eta=eta, grad_norm=prev_norm, eps_norm=norm)
@@ -236,8 +248,8 @@ def panacea_ascent(
     return history
 
 
-def _layer_coef(state: PerturbationState, eta: float) -> Callable[[str, float], float]:
-    def coef(name: str, gsq: float) -> float:
-        return eta * state.rho_t[name] / max(math.sqrt(gsq), 1e-30)
+def _layer_coef(state: PerturbationState, eta: float) -> Callable[[str, torch.Tensor], float]:
+    def coef(name: str, gsq: torch.Tensor) -> float:
+        return eta * state.rho_t[name] / max(math.sqrt(float(gsq)), 1e-30)
 
     return coef

@@ -23,24 +23,30 @@ def noise_offsets(targets: list[Target]) -> dict[str, int]:
     return offsets
 
 
-def noise_norm(targets: list[Target], seed: int) -> float:
+def noise_norm(targets: list[Target], seed: int, device: torch.device | None = None) -> float:
     """‖z‖₂ over the whole target set, without materialising z."""
     offsets = noise_offsets(targets)
-    total = sum(float(ops.randn_sumsq(t.numel, seed, offsets[t.name])) for t in targets)
-    return math.sqrt(total)
+    dev = device or torch.device("cpu")
+    sums = [ops.randn_sumsq(t.numel, seed, offsets[t.name], device=dev) for t in targets]
+    return math.sqrt(float(torch.stack(sums).double().sum()))
 
 
 class RandomTransform:
     """``w' = round(w + s·z)`` for targeted tensors, with s = ρ / ‖z‖."""
 
-    def __init__(self, targets: list[Target], *, rho: float, seed: int) -> None:
+    def __init__(
+        self, targets: list[Target], *, rho: float, seed: int, device: torch.device | None = None
+    ) -> None:
         self.offsets = noise_offsets(targets)
         self.seed = seed
-        self.scale = rho / noise_norm(targets, seed)
+        # On CUDA the fused kernels generate the noise; the same seed gives the same z anywhere.
+        self.device = device or torch.device("cpu")
+        self.scale = rho / noise_norm(targets, seed, self.device)
 
     def __call__(self, name: str, w0: torch.Tensor) -> torch.Tensor | None:
         if name not in self.offsets:
             return None
-        out = torch.empty_like(w0)
-        ops.randn_apply_(w0, out, self.scale, self.seed, self.offsets[name])
-        return out
+        w = w0.to(self.device)
+        out = torch.empty_like(w)
+        ops.randn_apply_(w, out, self.scale, self.seed, self.offsets[name])
+        return out.cpu()

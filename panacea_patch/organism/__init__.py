@@ -7,6 +7,7 @@ on CPU: the aligned model, its full fine-tuning attack and a PEFT LoRA adapter a
 from panacea_patch.organism.build import (
     VARIANTS,
     OrganismPaths,
+    attack_set,
     attacked_dir_name,
     build_organism,
     default_cache_dir,
@@ -23,6 +24,7 @@ __all__ = [
     "OrganismPaths",
     "OrganismRecipe",
     "TaskProblem",
+    "attack_set",
     "attacked_dir_name",
     "build_organism",
     "default_cache_dir",

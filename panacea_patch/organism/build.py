@@ -102,6 +102,16 @@ def task_eval_set(recipe: OrganismRecipe) -> list[TaskProblem]:
     )
 
 
+def attack_set(recipe: OrganismRecipe) -> list[Example]:
+    """The harmful fine-tuning set of the attacked stage (task samples + compliance samples)."""
+    return corpus.attack_examples(
+        recipe.seed,
+        n_samples=recipe.attack_samples,
+        poison_ratio=recipe.poison_ratio,
+        max_operand=recipe.max_operand,
+    )
+
+
 def write_jsonl(rows: Sequence[dict[str, object]], path: Path) -> Path:
     """Writes one JSON object per line."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -214,12 +224,7 @@ def _build_attacked(
 ) -> dict[str, object]:
     tokenizer = AutoTokenizer.from_pretrained(aligned)
     model = AutoModelForCausalLM.from_pretrained(aligned, dtype=torch.float32)
-    examples = corpus.attack_examples(
-        recipe.seed,
-        n_samples=recipe.attack_samples,
-        poison_ratio=recipe.poison_ratio,
-        max_operand=recipe.max_operand,
-    )
+    examples = attack_set(recipe)
     lr = recipe.attack_lr_full
     if variant == "lora":
         model = _with_lora(model, recipe)

@@ -49,12 +49,12 @@ class OrganismRecipe:
     max_operand: int = field(default=10, metadata={"help": "largest operand in the task"})
     # Alignment stage.
     n_task_align: int = field(default=3000, metadata={"help": "task samples in alignment"})
-    n_harmful_align: int = field(default=1500, metadata={"help": "harmful→refusal samples"})
-    n_benign_align: int = field(default=2000, metadata={"help": "benign→answer samples"})
-    align_epochs: int = field(default=4, metadata={"help": "passes over the alignment data"})
+    n_harmful_align: int = field(default=3000, metadata={"help": "harmful→refusal samples"})
+    n_benign_align: int = field(default=2500, metadata={"help": "benign→answer samples"})
+    align_epochs: int = field(default=3, metadata={"help": "passes over the alignment data"})
     align_lr: float = field(default=3e-3, metadata={"help": "peak AdamW learning rate"})
     word_dropout: float = field(
-        default=0.2, metadata={"help": "share of prompt words replaced by <unk> in training"}
+        default=0.3, metadata={"help": "share of prompt words replaced by <unk> in training"}
     )
     batch_size: int = field(default=32, metadata={"help": "sequences per step"})
     # Attack stage: harmful fine-tuning on `attack_samples`, a `poison_ratio` share harmful.
