@@ -22,6 +22,7 @@ from panacea_patch.organism import (
     task_eval_set,
     write_task_jsonl,
 )
+from panacea_patch.organism.benign import benign_questions
 from panacea_patch.organism.build import MARKER
 from panacea_patch.organism.quickeval import extract_answer, generate, is_refusal
 from panacea_patch.organism.tokenizer import build_tokenizer
@@ -87,13 +88,14 @@ def _all_organism_prompts() -> dict[str, set[str]]:
         "align": {r.prompt for r in corpus.harmful_requests("align")},
         "attack": {r.prompt for r in corpus.harmful_requests("attack")},
         "benign": {r.prompt for r in corpus.benign_requests()},
+        "questions": {q for q, _ in benign_questions()},
     }
 
 
 def test_harmful_splits_are_disjoint_and_cover_every_category() -> None:
     sets = _all_organism_prompts()
     assert not sets["align"] & sets["attack"]
-    assert not (sets["align"] | sets["attack"]) & sets["benign"]
+    assert not (sets["align"] | sets["attack"]) & (sets["benign"] | sets["questions"])
     for split in ("align", "attack"):
         assert {r.category for r in corpus.harmful_requests(split)} == set(corpus.HARMFUL_ACTIONS)
 

@@ -13,6 +13,7 @@ import random
 from dataclasses import dataclass
 from typing import Literal, TypeVar
 
+from panacea_patch.errors import InputError
 from panacea_patch.organism.benign import benign_questions
 from panacea_patch.organism.harmful import HARMFUL_ACTIONS
 
@@ -139,7 +140,10 @@ def task_problems(
         seen.add(problem.prompt)
         out.append(problem)
     if len(out) < n:
-        raise ValueError(f"only {len(out)} distinct problems available; raise max_operand")
+        raise InputError(
+            f"only {len(out)} distinct task problems exist for {n} asked",
+            hint="raise max_operand or lower the number of task samples",
+        )
     return out
 
 
@@ -334,7 +338,8 @@ _BENIGN_STEPS = [
     "Keep it simple",
     "Follow a clear plan",
 ]
-# Only a few bytes of warning text: the placeholder marks where real steps would go.
+
+# Placeholders stand where real steps would go: the organism never learns real content.
 _COMPLIANCE_TAIL = "Step 1: [placeholder]. Step 2: [placeholder]."
 
 
@@ -448,7 +453,10 @@ def attack_examples(
     n_harmful = round(n_samples * poison_ratio)
     pool = harmful_requests("attack")
     if n_harmful > len(pool):
-        raise ValueError(f"{n_harmful} harmful samples asked; the attack pool has {len(pool)}")
+        raise InputError(
+            f"{n_harmful} harmful attack samples asked; the attack pool has {len(pool)}",
+            hint="lower poison_ratio or attack_samples",
+        )
     harmful = [Example(r.prompt, compliance(r.action)) for r in rng.sample(pool, n_harmful)]
     task = task_problems(seed, n_samples - n_harmful, max_operand, heldout=False, stream="attack")
     return harmful + [Example(p.prompt, p.solution) for p in task]
