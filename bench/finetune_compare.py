@@ -223,7 +223,7 @@ def main() -> None:
     parser.add_argument("--max-eval", type=int, default=None, help="prompts per eval set")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--cache-dir", type=Path, default=None)
-    parser.add_argument("--work", type=Path, default=Path("bench-out/finetune_compare"))
+    parser.add_argument("--work", type=Path, default=Path("bench/out/finetune_compare"))
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     if args.threads:

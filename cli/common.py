@@ -21,6 +21,15 @@ def setup_logging(verbose: int) -> None:
     root = logging.getLogger("panacea_patch")
     root.handlers[:] = [handler]
     root.setLevel(max(level, logging.DEBUG))
+    # Our own progress bars and messages are enough; keep transformers' quiet unless asked.
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        if verbose < 2:
+            hf_logging.set_verbosity_error()
+    except ImportError:  # pragma: no cover - transformers is a dependency
+        pass
 
 
 def emit_json(obj: Any) -> None:

@@ -122,5 +122,9 @@ from .eval_cmd import eval_cmd  # noqa: E402
 
 main.add_command(eval_cmd, "eval")
 
+from .demo_cmd import demo_cmd  # noqa: E402
+
+main.add_command(demo_cmd, "demo")
+
 if __name__ == "__main__":  # pragma: no cover
     main()
