@@ -45,7 +45,7 @@ def _model(args: argparse.Namespace, tmp: Path) -> Path:
     return build_model(tmp / "model", family="bench")
 
 
-def _baseline(lm, data, steps: int) -> float:  # noqa: ANN001
+def _baseline(lm, data, steps: int) -> float:
     from panacea_patch.objectives import response_ce
 
     model = lm.model
@@ -64,7 +64,9 @@ def _baseline(lm, data, steps: int) -> float:  # noqa: ANN001
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--model", help="checkpoint to patch (default: a generated tiny Llama)")
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--hidden", type=int, default=384)
@@ -73,18 +75,25 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     from panacea_patch import patch
+    from panacea_patch.checkpoint import ShardReader
     from panacea_patch.config import PatchConfig
     from panacea_patch.methods.perturb import AlignmentData, PerturbationRun
     from panacea_patch.modeling import load_model
     from panacea_patch.source import resolve_source
     from panacea_patch.targets import select_targets
-    from panacea_patch.checkpoint import ShardReader
 
     with tempfile.TemporaryDirectory(prefix="panacea-overhead-") as tmp_s:
         tmp = Path(tmp_s)
         src_dir = _model(args, tmp)
-        opts = dict(method="panacea", steps=args.steps, max_examples=64, batch_size=8, max_length=128,
-                    device="cpu", dtype="float32")
+        opts = dict(
+            method="panacea",
+            steps=args.steps,
+            max_examples=64,
+            batch_size=8,
+            max_length=128,
+            device="cpu",
+            dtype="float32",
+        )
         cfg = PatchConfig(**opts)
         src = resolve_source(src_dir)
         model_bytes = sum(f.stat().st_size for f in src.weight_files)
@@ -105,13 +114,19 @@ def main() -> None:
         e2e_s = time.perf_counter() - start
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
         passes = len(data.harmful) + args.steps
-        print(f"model: {src_dir.name}, {model_bytes / 1e6:.1f} MB, {sum(t.numel for t in targets):,} target params; "
-              f"K={args.steps} steps, {passes} backward passes ({len(data.harmful)} closed-form + {args.steps} steps)")
+        print(
+            f"model: {src_dir.name}, {model_bytes / 1e6:.1f} MB, {sum(t.numel for t in targets):,} target params; "
+            f"K={args.steps} steps, {passes} backward passes ({len(data.harmful)} closed-form + {args.steps} steps)"
+        )
         print(f"baseline fwd+bwd on the same batches: {base_s:7.2f} s")
-        print(f"optimize (PerturbationRun.run):        {opt_s:7.2f} s   ratio {opt_s / base_s:.3f}  (target <= 1.1)")
+        print(
+            f"optimize (PerturbationRun.run):        {opt_s:7.2f} s   ratio {opt_s / base_s:.3f}  (target <= 1.1)"
+        )
         print(f"end-to-end patch call:                 {e2e_s:7.2f} s   ratio {e2e_s / base_s:.3f}")
-        print(f"peak RSS of this process: {peak / 1e6:.0f} MB = {peak / model_bytes:.1f} x model bytes "
-              "(includes torch/transformers, ~300-400 MB)")
+        print(
+            f"peak RSS of this process: {peak / 1e6:.0f} MB = {peak / model_bytes:.1f} x model bytes "
+            "(includes torch/transformers, ~300-400 MB)"
+        )
 
 
 if __name__ == "__main__":

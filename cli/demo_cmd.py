@@ -8,14 +8,32 @@ from .common import emit_json, handle_errors, setup_logging
 
 
 @click.command("demo")
-@click.option("--fast", is_flag=True, help="Tiny organism and few steps (seconds; for CI and smoke tests).")
-@click.option("--poison-ratio", type=float, default=0.1, show_default=True,
-              help="Share of harmful samples in the attack's 1000 fine-tuning samples.")
-@click.option("--variant", type=click.Choice(["full", "lora"]), default="full", show_default=True,
-              help="Attack by full fine-tuning or by a LoRA adapter (r=32, alpha=4 on q/k/v).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the organism and the patches.")
-@click.option("--cache-dir", type=click.Path(), help="Where built organisms are cached "
-              "(default: $PANACEA_ORGANISM_CACHE or ~/.cache/panacea-patch/organism).")
+@click.option(
+    "--fast", is_flag=True, help="Tiny organism and few steps (seconds; for CI and smoke tests)."
+)
+@click.option(
+    "--poison-ratio",
+    type=float,
+    default=0.1,
+    show_default=True,
+    help="Share of harmful samples in the attack's 1000 fine-tuning samples.",
+)
+@click.option(
+    "--variant",
+    type=click.Choice(["full", "lora"]),
+    default="full",
+    show_default=True,
+    help="Attack by full fine-tuning or by a LoRA adapter (r=32, alpha=4 on q/k/v).",
+)
+@click.option(
+    "--seed", type=int, default=0, show_default=True, help="Seed of the organism and the patches."
+)
+@click.option(
+    "--cache-dir",
+    type=click.Path(),
+    help="Where built organisms are cached "
+    "(default: $PANACEA_ORGANISM_CACHE or ~/.cache/panacea-patch/organism).",
+)
 @click.option("--rebuild", is_flag=True, help="Retrain the organism even if it is cached.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")

@@ -51,7 +51,17 @@ class DemoReport:
         return asdict(self)
 
     def table(self) -> str:
-        head = ["model", "HS %", "FA %", "KL", "rho", "refusal %", "incoherent %", "over-refusal %", "seconds"]
+        head = [
+            "model",
+            "HS %",
+            "FA %",
+            "KL",
+            "rho",
+            "refusal %",
+            "incoherent %",
+            "over-refusal %",
+            "seconds",
+        ]
         body = [
             [
                 r.model,
@@ -67,12 +77,21 @@ class DemoReport:
             for r in self.rows
         ]
         widths = [max(len(row[i]) for row in [head, *body]) for i in range(len(head))]
-        lines = ["  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True)))
-                 for row in [head, *body]]
+        lines = [
+            "  ".join(
+                c.rjust(w) if i else c.ljust(w)
+                for i, (c, w) in enumerate(zip(row, widths, strict=True))
+            )
+            for row in [head, *body]
+        ]
         lines.insert(1, "  ".join("-" * w for w in widths))
-        title = (f"panacea-patch demo: {self.variant} attack, poison ratio {self.poison_ratio:g}, "
-                 f"seed {self.seed}{' (fast mode)' if self.fast else ''}")
-        return "\n".join([title, *lines, f"total {self.seconds:.1f}s; organism cache: {self.cache}"])
+        title = (
+            f"panacea-patch demo: {self.variant} attack, poison ratio {self.poison_ratio:g}, "
+            f"seed {self.seed}{' (fast mode)' if self.fast else ''}"
+        )
+        return "\n".join(
+            [title, *lines, f"total {self.seconds:.1f}s; organism cache: {self.cache}"]
+        )
 
 
 def _pct(v: float | None) -> str:
@@ -97,8 +116,12 @@ def run_demo(
         raise InputError(f"--poison-ratio must be in (0, 1), got {poison_ratio}")
     started = time.perf_counter()
     recipe = OrganismRecipe(fast=fast, seed=seed, poison_ratio=poison_ratio)
-    paths = build_organism(recipe, cache_dir=cache_dir, rebuild=rebuild, variants=(variant,), threads=1)
-    report = DemoReport(variant, poison_ratio, seed, fast, build_seconds=dict(paths.built), cache=str(paths.root))
+    paths = build_organism(
+        recipe, cache_dir=cache_dir, rebuild=rebuild, variants=(variant,), threads=1
+    )
+    report = DemoReport(
+        variant, poison_ratio, seed, fast, build_seconds=dict(paths.built), cache=str(paths.root)
+    )
     attacked = paths.attacked[variant]
     evaluator = _Evaluator(paths, attacked, fast=fast, progress=progress)
     report.rows.append(evaluator.row("aligned", paths.aligned, rho=None, seconds=0.0))
@@ -117,21 +140,26 @@ def run_demo(
     return report
 
 
-def demo_patch_options(paths: Any, *, fast: bool) -> dict[str, Any]:
-    """The organism's own alignment data for the refusal and benign terms.
+def demo_patch_options(paths: Any, *, fast: bool, benign: str = "task") -> dict[str, Any]:
+    """The organism's own data for the refusal and utility terms.
 
-    Its word-level tokenizer knows the organism's phrasings; the built-in refusals would be mostly
-    unknown words to it. The harmful set stays the built-in optimize half (never evaluated on).
+    Refusals: the organism's alignment refusals (its word-level tokenizer knows their phrasing;
+    the built-in refusals would be mostly unknown words to it). Utility: the user's fine-tuning
+    task data (what a fine-tuning service has), or the organism's benign requests. The harmful
+    set stays the built-in optimize half, which the evaluation never uses.
     """
+    utility = paths.task_train_file if benign == "task" else paths.benign_file
     return {
         "refusal": str(paths.refusal_file),
-        "benign": str(paths.benign_file),
+        "benign": str(utility),
         "max_examples": 64 if fast else 256,
         "device": "cpu",
     }
 
 
-def _patch(src: Path, out: Path, method: str, rho: float | None, options: dict[str, Any], seed: int) -> Any:
+def _patch(
+    src: Path, out: Path, method: str, rho: float | None, options: dict[str, Any], seed: int
+) -> Any:
     from . import patch
 
     opts = dict(options, method=method, seed=seed)
