@@ -50,7 +50,8 @@ class PatchConfig:
     rho_rel: float | None = opt(
         None,
         "Budget relative to the target weights' L2 norm (rho = rho_rel * |w|). Carries between "
-        "models better than an absolute rho. Default 0.01 when neither rho nor max_kl is set.",
+        "models better than an absolute rho. Default when neither rho nor max_kl is set: 0.1 for "
+        "full models, 0.12 for LoRA adapters (calibrated on the demo organism, docs/RESULTS.md).",
         group="method",
     )
     max_kl: float | None = opt(
@@ -64,14 +65,14 @@ class PatchConfig:
         "of rho proportional to its weight norm.",
         group="method",
     )
-    steps: int = opt(20, "Projected gradient-ascent steps for --method panacea.", group="method")
+    steps: int = opt(60, "Projected gradient-ascent steps for --method panacea.", group="method")
     step_size: float = opt(
-        0.25,
+        0.5,
         "Initial step size as a fraction of rho (cosine-decayed to 10% over the steps).",
         group="method",
     )
     alpha: float = opt(
-        1.0, "Weight of the refusal loss r in J = min(h, h_max) - alpha*r - beta*u.", group="method"
+        10.0, "Weight of the refusal loss r in J = min(h, h_max) - alpha*r - beta*u.", group="method"
     )
     beta: float = opt(10.0, "Weight of the benign utility-drift term u in J.", group="method")
     h_max: float = opt(

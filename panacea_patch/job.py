@@ -35,7 +35,8 @@ from .targets import Target, select_targets
 
 log = logging.getLogger("panacea_patch")
 
-DEFAULT_RHO_REL = 0.01
+# Calibrated on the demo organism's development data (docs/RESULTS.md, "Calibration").
+DEFAULT_RHO_REL = {"full": 0.1, "adapter": 0.12}
 DELTA_FILE = "panacea_delta.safetensors"
 
 
@@ -143,7 +144,7 @@ class PatchJob:
         return self._from_rel(math.sqrt(sum(float(ops.multi_sumsq([w])) for w in weights)))
 
     def _from_rel(self, target_norm: float) -> float:
-        rel = self.cfg.rho_rel if self.cfg.rho_rel is not None else DEFAULT_RHO_REL
+        rel = self.cfg.rho_rel if self.cfg.rho_rel is not None else DEFAULT_RHO_REL[self.src.kind]
         self.result.target_weight_norm = target_norm
         self.result.rho_rel = rel
         return rel * target_norm
@@ -158,7 +159,7 @@ class PatchJob:
         with tqdm(desc="optimizing", unit="pass", disable=not self.progress) as bar:
             if cfg.max_kl is not None:
                 self.result.target_weight_norm = run.target_norm
-                start = DEFAULT_RHO_REL * run.target_norm
+                start = DEFAULT_RHO_REL[self.src.kind] * run.target_norm / 4
                 rho, path = search_rho(run, cfg.max_kl, start=start, progress=bar.update)
             else:
                 rho = cfg.rho if cfg.rho is not None else self._from_rel(run.target_norm)
