@@ -113,9 +113,10 @@ def run_methods(
             "result": res,
         }
     for rel in args.patch_rho_rel:
-        out = args.work / f"posthoc-rel{rel:g}"
+        label = "default" if rel is None else f"{rel:g}"
+        out = args.work / f"posthoc-rel{label}"
         res, secs = _timed(lambda o=out, r=rel: _patch(sft_dir, o, r, paths, data))
-        runs[f"SFT + patch --method panacea (ρ_rel={rel:g})"] = {
+        runs[f"SFT + patch --method panacea (ρ_rel={label})"] = {
             "dir": out,
             "seconds": runs["SFT (no defence)"]["seconds"] + secs,
             "patch_seconds": secs,
@@ -124,21 +125,21 @@ def run_methods(
     return runs
 
 
-def _patch(src: Path, out: Path, rho_rel: float, paths: Any, data: dict[str, Path]) -> Any:
-    """``patch --method panacea`` with the organism's own refusal and benign alignment data."""
+def _patch(src: Path, out: Path, rho_rel: float | None, paths: Any, data: dict[str, Path]) -> Any:
+    """``patch --method panacea`` with the same data as the demo: the built-in harmful optimize
+    half, the organism's own refusals, and the user's task data for the utility term."""
     from panacea_patch import patch
+    from panacea_patch.demo import demo_patch_options
 
+    del data  # the in-training run's harmful slice; the post-hoc patch uses the demo's data
     return patch(
         src,
         out,
         method="panacea",
         rho_rel=rho_rel,
-        harmful=str(data["harmful"]),
-        refusal=str(paths.refusal_file),
-        benign=str(paths.benign_file),
-        device="cpu",
         overwrite=True,
         progress=False,
+        **demo_patch_options(paths, fast=False),
     )
 
 
@@ -217,8 +218,8 @@ def main() -> None:
         "--patch-rho-rel",
         nargs="+",
         type=float,
-        default=[0.01],
-        help="post-hoc budgets relative to the target weights' norm (default: patch's 0.01)",
+        default=[None],
+        help="post-hoc budgets relative to the target weights' norm (default: patch's own default)",
     )
     parser.add_argument("--max-eval", type=int, default=None, help="prompts per eval set")
     parser.add_argument("--threads", type=int, default=None)

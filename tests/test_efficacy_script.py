@@ -65,7 +65,7 @@ def _plan(eff: ModuleType) -> Any:
 
 def test_parse_args_defaults(eff: ModuleType) -> None:
     args = eff.parse_args([])
-    assert args.parts == ["grid", "sweep", "builtin"]
+    assert args.parts == ["grid", "sweep", "builtin", "diagnostics"]
     assert args.seeds == [0, 1, 2] and args.poison_ratios == [0.05, 0.1, 0.2]
     assert args.variants == ["full", "lora"] and not args.report_only
 
