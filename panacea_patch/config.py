@@ -72,7 +72,9 @@ class PatchConfig:
         group="method",
     )
     alpha: float = opt(
-        10.0, "Weight of the refusal loss r in J = min(h, h_max) - alpha*r - beta*u.", group="method"
+        10.0,
+        "Weight of the refusal loss r in J = min(h, h_max) - alpha*r - beta*u.",
+        group="method",
     )
     beta: float = opt(10.0, "Weight of the benign utility-drift term u in J.", group="method")
     h_max: float = opt(

@@ -116,7 +116,9 @@ def run_demo(
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return _run_demo(fast, poison_ratio, variant, seed, cache_dir, rebuild, progress, patch_options)
+        return _run_demo(
+            fast, poison_ratio, variant, seed, cache_dir, rebuild, progress, patch_options
+        )
     finally:
         torch.set_num_threads(threads)
 
