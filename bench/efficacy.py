@@ -1254,7 +1254,7 @@ def splice(text: str, begin: str, end: str, body: str) -> str:
     return text.rstrip() + "\n\n" + block + "\n"
 
 
-def write_results(path: Path, efficacy: str, finetune: str) -> None:
+def write_results(path: Path, efficacy: str, finetune: str | None) -> None:
     """Writes only the generated blocks; hand-written text (calibration, analysis) survives."""
     if path.exists():
         text = path.read_text()
@@ -1267,7 +1267,8 @@ def write_results(path: Path, efficacy: str, finetune: str) -> None:
         title, _, rest = text.partition("\n")
         text = f"{title}\n\n{CAL_BEGIN}\n{CAL_END}\n{rest}"
     text = splice(text, BEGIN, END, efficacy)
-    text = splice(text, FT_BEGIN, FT_END, finetune)
+    if finetune is not None:
+        text = splice(text, FT_BEGIN, FT_END, finetune)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
 
@@ -1358,7 +1359,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--rows", type=Path, default=DEFAULT_ROWS, help="per-row JSONL (resume)")
     ap.add_argument("--results", type=Path, default=DEFAULT_RESULTS)
     ap.add_argument("--plot", type=Path, default=DEFAULT_PLOT)
-    ap.add_argument("--finetune-output", type=Path, default=DEFAULT_FINETUNE)
+    ap.add_argument(
+        "--finetune-output",
+        type=Path,
+        default=None,
+        help=f"rewrite the finetune-comparison section from this saved output (e.g. {DEFAULT_FINETUNE.relative_to(REPO)}); "
+        "by default that hand-discussed section is left alone",
+    )
     ap.add_argument("--report-only", action="store_true", help="render from saved rows only")
     ap.add_argument("--no-report", action="store_true", help="compute rows, do not write docs")
     args = ap.parse_args(argv)
@@ -1416,7 +1423,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         write_results(
             args.results,
             render(store, plan, args),
-            "\n".join(finetune_section(args.finetune_output)),
+            "\n".join(finetune_section(args.finetune_output)) if args.finetune_output else None,
         )
         log(f"wrote {args.results} and {args.plot}")
 

@@ -240,3 +240,22 @@ def test_cli_flags_mirror_config() -> None:
     help_text = CliRunner().invoke(main, ["patch", "--help"], terminal_width=200).output
     for name in PatchConfig.__dataclass_fields__:
         assert "--" + name.replace("_", "-") in help_text, name
+
+
+def test_gradient_checkpointing_gives_the_same_closed_form(llama_dir: Path, tmp_path: Path) -> None:
+    """Checkpointing trades compute for memory; it must not change ε."""
+    names = None
+    deltas = []
+    for i, gc in enumerate((False, True)):
+        result = patch(
+            llama_dir,
+            tmp_path / f"o{i}",
+            method="closed-form",
+            rho=0.05,
+            gradient_checkpointing=gc,
+            **FAST,
+        )
+        names = _targets(result)
+        deltas.append(_delta(llama_dir, tmp_path / f"o{i}", names))
+    for n in names or []:
+        torch.testing.assert_close(deltas[0][n], deltas[1][n], atol=1e-6, rtol=1e-4)
