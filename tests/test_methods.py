@@ -75,8 +75,17 @@ def test_closed_form_is_parallel_to_independent_gradient(llama_dir: Path, tmp_pa
 
 def test_panacea_raises_h_on_heldout_and_respects_max_kl(llama_dir: Path, tmp_path: Path) -> None:
     kappa = 0.02
+    # alpha=1: on an untrained fixture the refusal term has nothing to restore, so a large
+    # refusal weight (the organism-calibrated default) would dominate the harmful loss.
     result = patch(
-        llama_dir, tmp_path / "out", method="panacea", max_kl=kappa, steps=4, h_max=50.0, **FAST
+        llama_dir,
+        tmp_path / "out",
+        method="panacea",
+        max_kl=kappa,
+        steps=4,
+        h_max=50.0,
+        alpha=1.0,
+        **FAST,
     )
     path = result.optimization["rho_search"]
     assert path and any(p["ok"] for p in path)
