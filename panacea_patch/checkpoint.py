@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
 
 import torch
 
@@ -39,7 +39,7 @@ class ShardReader:
         self._infos: dict[str, TensorInfo] = {}
         self._pickled: dict[Path, dict[str, torch.Tensor]] = {}
         self._open_path: Path | None = None
-        self._open_file: BinaryIO | None = None
+        self._open_file: io.BufferedReader | None = None
         for f in source.weight_files:
             infos = self._pickle_infos(f) if source.is_pickle else read_header(f).tensors
             for name, info in infos.items():
@@ -132,7 +132,7 @@ class ShardReader:
             self._headers[file] = read_header(file)
         return self._headers[file]
 
-    def _file(self, path: Path) -> BinaryIO:
+    def _file(self, path: Path) -> io.BufferedReader:
         if self._open_path != path:
             self.close()
             self._open_file = open(path, "rb")  # noqa: SIM115 - kept open across reads

@@ -126,7 +126,7 @@ def tensor_to_bytes(t: torch.Tensor) -> memoryview:
     t = t.detach().to("cpu").contiguous()
     if t.numel() == 0:
         return memoryview(b"")
-    return memoryview(t.view(torch.uint8).numpy()).cast("B")
+    return memoryview(t.view(torch.uint8).numpy().data).cast("B")
 
 
 class StreamingWriter:
@@ -169,7 +169,7 @@ class StreamingWriter:
         self._emit(struct.pack("<Q", len(blob)) + blob)
         self._next = 0
 
-    def _emit(self, data: bytes | memoryview) -> None:
+    def _emit(self, data: bytes | bytearray | memoryview) -> None:
         self._file.write(data)
         self.sha256.update(data)
 

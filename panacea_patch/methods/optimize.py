@@ -228,8 +228,7 @@ def panacea_ascent(
         if state.budget == "layer":
             coef = _layer_coef(state, eta)
         else:
-            c = eta * state.rho / max(prev_norm, 1e-30)
-            coef = lambda name, gsq, c=c: c  # noqa: E731
+            coef = _global_coef(eta * state.rho / max(prev_norm, 1e-30))
         with GradSink(state, coef=coef) as sink:
             terms = objective.terms(model, k)
             _check_loss(terms["J"], f"step {k}: objective J")
@@ -246,6 +245,13 @@ def panacea_ascent(
         if progress:
             progress()
     return history
+
+
+def _global_coef(c: float) -> Callable[[str, torch.Tensor], float]:
+    def coef(name: str, gsq: torch.Tensor) -> float:
+        return c
+
+    return coef
 
 
 def _layer_coef(state: PerturbationState, eta: float) -> Callable[[str, torch.Tensor], float]:

@@ -42,7 +42,9 @@ class AlignmentData:
         fields = dict(
             prompt_field=cfg.prompt_field, response_field=cfg.response_field, limit=cfg.max_examples
         )
-        digests, counts, batches = {}, {}, {}
+        digests: dict[str, str] = {}
+        counts: dict[str, int] = {}
+        batches: dict[str, list[dict]] = {}
         roles = {"harmful": cfg.harmful, "refusal": cfg.refusal, "benign": cfg.benign}
         for role, src in roles.items():
             if _disabled(src):
