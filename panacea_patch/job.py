@@ -30,7 +30,7 @@ from .provenance import (
 )
 from .publish import write_card
 from .safetensors_io import StreamingWriter
-from .source import ResolvedSource, parse_hub_id
+from .source import ResolvedSource, adapter_base
 from .targets import Target, select_targets
 
 log = logging.getLogger("panacea_patch")
@@ -55,7 +55,7 @@ class PatchJob:
     def plan(self, out: Path | None) -> PatchResult:
         cfg = self.cfg
         if out is not None and self.src.kind == "adapter":
-            check_adapter_base(self.src)
+            adapter_base(self.src)
             if cfg.merge_adapter:
                 self._load_model()  # merging switches the written checkpoint to the base's
         with ShardReader(self.src) as reader:
@@ -322,16 +322,3 @@ def target_dict(t: Target) -> dict[str, Any]:
         "layer": t.layer,
         "module": t.module,
     }
-
-
-def check_adapter_base(src: ResolvedSource) -> None:
-    """An adapter is only useful with its base: fail early when the base cannot be found."""
-    base = src.base_model
-    if base and Path(base).expanduser().is_dir():
-        return
-    if base and parse_hub_id(base) is not None:
-        return  # a Hub id: resolved when the model is loaded (network or cache)
-    raise InputError(
-        f"the adapter's base model {base!r} cannot be found",
-        hint="pass --base-model PATH_OR_HUB_ID pointing at the model the adapter was trained on",
-    )

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from .errors import InputError, RuntimeFailure
-from .source import ResolvedSource, parse_hub_id, resolve_source
+from .source import ResolvedSource, adapter_base, resolve_source
 
 log = logging.getLogger("panacea_patch")
 
@@ -118,13 +118,7 @@ def load_tokenizer(path: Path | str, trust_remote_code: bool = False) -> Any:
 
 
 def _resolve_base(src: ResolvedSource, token: str | None) -> ResolvedSource:
-    base = src.base_model
-    if base and (Path(base).expanduser().is_dir() or parse_hub_id(base) is not None):
-        return resolve_source(base, token=token)
-    raise InputError(
-        f"the adapter's base model {base!r} cannot be found",
-        hint="pass --base-model PATH_OR_HUB_ID pointing at the model the adapter was trained on",
-    )
+    return resolve_source(adapter_base(src), token=token)
 
 
 def _load_adapter(

@@ -92,6 +92,20 @@ def resolve_source(
     )
 
 
+def adapter_base(src: ResolvedSource) -> str:
+    """The base model of an adapter source; fails early when it cannot be found.
+
+    A local directory must exist; a Hub id is accepted here and resolved when loading.
+    """
+    base = src.base_model
+    if base and (Path(base).expanduser().is_dir() or parse_hub_id(base) is not None):
+        return base
+    raise InputError(
+        f"the adapter's base model {base!r} cannot be found",
+        hint="pass --base-model PATH_OR_HUB_ID pointing at the model the adapter was trained on",
+    )
+
+
 def _inspect_dir(
     spec: str,
     path: Path,

@@ -174,11 +174,6 @@ class PerturbationRun:
             raise InputError("--max-kl needs benign prompts", hint="pass --benign SRC")
         return mean_kl(self.lm.model, self.heldout)
 
-    def passes_per_run(self) -> int:
-        """Forward+backward passes one ``run`` makes (for the overhead benchmark)."""
-        steps = self.cfg.steps if self.cfg.method == "panacea" else 0
-        return len(self.data.harmful) + steps
-
 
 def _enable_checkpointing(model: Any) -> None:
     # HF models only checkpoint in training mode; keep dropout off so ε sees deterministic losses.
