@@ -1,16 +1,22 @@
 #!/usr/bin/env bash
-# One prepared check of the fused kernels on a GPU machine (issue 4). Run from anywhere:
+# One prepared check on a GPU machine (issues 4 and 12). Run from anywhere:
 #
-#   bash bench/gpu_check.sh            # results also land in $OUT (or /tmp/panacea_gpu_check)
+#   bash bench/gpu_check.sh              # results also land in $OUT (or /tmp/panacea_gpu_check)
+#   bash bench/gpu_check.sh --cpu-smoke  # no GPU: the Python parts on the CPU with tiny shapes
 #
 # 1. installs carried wheels from .whl/ (if any) into /tmp/site, with no index and no deps;
 # 2. makes `panacea_patch` importable: `pip install -e . --no-deps`, else a symlink shim;
 # 3. runs tests/test_kernels.py compiled (TRITON_INTERPRET=0) with PANACEA_KERNELS=triton;
 # 4. runs bench/kernels_bench.py with the block sweep;
-# 5. prints a summary against the targets: pgd_step_ and project_apply_ >= 80% of copy
-#    bandwidth, the fused update >= 2x the eager sequence.
+# 5. runs bench/scale_check.py (issue 12): the random method's throughput against a plain copy
+#    on a 1B-shaped bf16 Llama; a bf16 Panacea run (2 steps) on it with the GPU peak next to the
+#    --dry-run estimate, and again with --offload-w0; a real device-map split (layers on cuda:0
+#    and the CPU) checked against a single-device run;
+# 6. prints a summary against the targets: pgd_step_ and project_apply_ >= 80% of copy
+#    bandwidth, the fused update >= 2x the eager sequence; the scale checks' figures.
 #
-# Every step runs even if an earlier one failed; the exit status is non-zero if any did.
+# Every step runs even if an earlier one failed; the exit status is non-zero if any did. The
+# whole run stays under 8 minutes: each step gets at most its cap and what is left of the budget.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,7 +24,15 @@ PY=${PYTHON:-python3}
 RESULTS=${OUT:-/tmp/panacea_gpu_check}
 mkdir -p "$RESULTS"
 status=0
+SMOKE=0
+[ "${1:-}" = "--cpu-smoke" ] && SMOKE=1
+BUDGET=${GPU_CHECK_BUDGET_S:-470}
 log() { echo "[gpu_check] $*"; }
+# Seconds for the next step: its cap, or what is left of the budget (at least 10).
+left() {
+    local rest=$((BUDGET - SECONDS))
+    if [ "$rest" -lt "$1" ]; then echo $((rest > 10 ? rest : 10)); else echo "$1"; fi
+}
 
 # --- 1. carried wheels ------------------------------------------------------------------------
 if compgen -G ".whl/*.whl" >/dev/null; then
@@ -42,6 +56,17 @@ if ! $PY -c "import panacea_patch.kernels" 2>/dev/null; then
     fi
 fi
 
+if [ "$SMOKE" -eq 1 ]; then
+    log "--cpu-smoke: scale checks only, on the CPU with tiny shapes"
+    rm -f "$RESULTS/scale.jsonl"
+    timeout "$(left 400)" $PY bench/scale_check.py all --cpu-smoke --json "$RESULTS/scale.jsonl" \
+        2>&1 | grep -v -e "^Loading weights" -e "^Writing model" | tee "$RESULTS/scale.log"
+    rc=${PIPESTATUS[0]}
+    [ -f "$RESULTS/scale.jsonl" ] && $PY bench/scale_check.py summary "$RESULTS/scale.jsonl"
+    log "results in $RESULTS; exit $rc"
+    exit "$rc"
+fi
+
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
 $PY - <<'EOF' || status=1
 import torch, triton
@@ -57,19 +82,27 @@ EOF
 # the suite's shared fixtures (transformers, tokenizers) out of this check.
 log "kernel tests (compiled Triton, PANACEA_KERNELS=triton)"
 TRITON_INTERPRET=0 PANACEA_KERNELS=triton \
-    timeout 420 $PY -m pytest tests/test_kernels.py -q -p no:cacheprovider --noconftest \
+    timeout "$(left 150)" $PY -m pytest tests/test_kernels.py -q -p no:cacheprovider --noconftest \
     2>&1 | tee "$RESULTS/pytest.log" | tail -25
 test_rc=${PIPESTATUS[0]}
 [ "$test_rc" -eq 0 ] || status=1
 
 # --- 4. benchmark -----------------------------------------------------------------------------
 log "benchmark"
-TRITON_INTERPRET=0 timeout 420 $PY bench/kernels_bench.py --sweep --json "$RESULTS/bench.json" \
+TRITON_INTERPRET=0 timeout "$(left 90)" $PY bench/kernels_bench.py --sweep --json "$RESULTS/bench.json" \
     2>&1 | tee "$RESULTS/bench.log"
 bench_rc=${PIPESTATUS[0]}
 [ "$bench_rc" -eq 0 ] || status=1
 
-# --- 5. summary -------------------------------------------------------------------------------
+# --- 5. scale checks (issue 12) --------------------------------------------------------------
+log "scale checks: random throughput, bf16 Panacea step (+ --offload-w0), device-map split"
+rm -f "$RESULTS/scale.jsonl"
+TRITON_INTERPRET=0 timeout "$(left 210)" $PY bench/scale_check.py all --json "$RESULTS/scale.jsonl" \
+    2>&1 | grep -v -e "^Loading weights" -e "^Writing model" | tee "$RESULTS/scale.log"
+scale_rc=${PIPESTATUS[0]}
+[ "$scale_rc" -eq 0 ] || status=1
+
+# --- 6. summary -------------------------------------------------------------------------------
 log "summary"
 echo "tests: $(grep -E '(passed|failed|error)' "$RESULTS/pytest.log" | tail -1) (exit $test_rc)"
 [ -f "$RESULTS/bench.json" ] && $PY - "$RESULTS/bench.json" <<'EOF' || status=1
@@ -97,5 +130,6 @@ for op in ("pgd_step_", "project_apply_"):
         print(f"  best {op:<16} {best['impl']}: {best['gbps']:.1f} GB/s")
 print("targets:", "MET" if ok else "NOT MET")
 EOF
+[ -f "$RESULTS/scale.jsonl" ] && $PY bench/scale_check.py summary "$RESULTS/scale.jsonl" || status=1
 log "results in $RESULTS; exit $status"
 exit $status

@@ -8,7 +8,9 @@ and prints the time ratio (patch / copy) and the child's peak RSS divided by the
 
     python bench/io_bench.py [--gb 2.0] [--shards 4] [--keep DIR]
 
-Targets (issue 2): ratio <= 2.0, peak RSS <= 1.5 x largest shard + 300 MB.
+Targets (issues 2 and 12): ratio <= 2.0, peak RSS <= 1.5 x largest shard + 300 MB. The child runs
+with torch's default thread count; the noise generator it used is printed (CPU: torch-mt19937 +
+numpy-philox4x64, see kernels/cpu_noise.py).
 """
 
 from __future__ import annotations
@@ -92,8 +94,8 @@ def plain_copy(src: Path, dst: Path) -> float:
     return time.perf_counter() - start
 
 
-def run_patch(src: Path, out: Path) -> tuple[float, float]:
-    """(seconds, peak RSS in bytes) of a real CLI run in a fresh child process."""
+def run_patch(src: Path, out: Path) -> tuple[float, float, dict]:
+    """(seconds, peak RSS in bytes, --json result) of a real CLI run in a fresh child process."""
     cmd = [
         sys.executable,
         "-m",
@@ -119,7 +121,7 @@ def run_patch(src: Path, out: Path) -> tuple[float, float]:
         raise SystemExit(f"patch failed:\n{proc.stderr}")
     # ru_maxrss of waited-for children, in KiB on Linux; this is the only child so far.
     peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
-    return seconds, peak
+    return seconds, peak, json.loads(proc.stdout)
 
 
 def main() -> None:
@@ -140,7 +142,7 @@ def main() -> None:
         copy_s = plain_copy(src, root / "copy")
         copy_s = min(copy_s, plain_copy(src, root / "copy2"))
         shutil.rmtree(root / "copy"), shutil.rmtree(root / "copy2")
-        patch_s, peak = run_patch(src, root / "patched")
+        patch_s, peak, result = run_patch(src, root / "patched")
         bound = 1.5 * largest + 300e6
         print(
             f"checkpoint: {total / 1e9:.2f} GB bf16, {layers} layers, {args.shards} shards, "
@@ -148,6 +150,9 @@ def main() -> None:
         )
         print(f"plain copy:     {copy_s:8.2f} s  ({total / copy_s / 1e9:.2f} GB/s)")
         print(f"patch --random: {patch_s:8.2f} s  ({total / patch_s / 1e9:.2f} GB/s)")
+        print(
+            f"noise generator: {result.get('noise_generator')}, torch threads: {torch.get_num_threads()}"
+        )
         print(f"time ratio patch/copy: {patch_s / copy_s:.2f}  (target <= 2.0)")
         print(
             f"peak RSS: {peak / 1e9:.2f} GB = {peak / largest:.2f} x largest shard; "

@@ -6,10 +6,14 @@ For each (method, stored dtype, compute dtype) it runs, in fresh child processes
      peak above the loaded model: the activation (and transient gradient) memory, reported
      separately and subtracted, as the issue's targets exclude activations.
 
-    python bench/memory_bench.py [--hidden 512 --layers 8]
+    python bench/memory_bench.py [--hidden 512 --layers 8] [--quick]
 
 Targets (issue 3, CPU): <= 3.5 x model bytes for fp32 models, <= 4.5 x for bf16 models,
-excluding activations.
+excluding activations. Issue 12: each row also shows the `--dry-run` plan's estimate of the peak
+(panacea_patch/plan.py) next to the measured peak (target: within 25%), and one extra row runs
+Panacea with `--offload-w0` (w0 on the host, streamed per tensor at each projection; on this CPU
+stand-in the "device" is the host too, so it shows the time the streaming costs, not a saving).
+`--quick` runs only the bf16 rows.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 CHILD = r"""
-import json, sys, torch
+import json, sys, time, torch
 torch.set_num_threads(2)
 from panacea_patch import patch
 from panacea_patch.config import PatchConfig
@@ -40,15 +44,16 @@ def reset_peak():
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")
 
-mode, src, out, method, dtype, warm_src, warm_out = sys.argv[1:8]
+mode, src, out, method, dtype, warm_src, warm_out, extra = sys.argv[1:9]
 opts = dict(method=method, rho_rel=0.01, steps=3, max_examples=16, batch_size=8, max_length=96,
-            dtype=dtype, device="cpu")
+            dtype=dtype, device="cpu", **json.loads(extra))
 # A run on a tiny model first, so lazily imported code and allocator pools are not counted.
 patch(warm_src, warm_out, progress=False, overwrite=True, **opts)
 base = rss("VmRSS"); reset_peak()
 if mode == "patch":
+    started = time.perf_counter()
     patch(src, out, progress=False, **opts)
-    print(json.dumps({"used": rss("VmHWM") - base}))
+    print(json.dumps({"used": rss("VmHWM") - base, "seconds": time.perf_counter() - started}))
 else:
     lm = load_model(src, device="cpu", dtype=dtype)
     data = AlignmentData.load(lm.tokenizer, PatchConfig(**opts))
@@ -104,34 +109,52 @@ def main() -> None:
     )
     ap.add_argument("--hidden", type=int, default=512)
     ap.add_argument("--layers", type=int, default=8)
+    ap.add_argument("--quick", action="store_true", help="only the bf16 rows")
     args = ap.parse_args()
     rows = []
+    cases = [("bfloat16", ["float32", "bfloat16"], 4.5)]
+    if not args.quick:
+        cases.insert(0, ("float32", ["float32"], 3.5))
     with tempfile.TemporaryDirectory(prefix="panacea-mem-") as tmp:
         root = Path(tmp)
-        for stored, computes, target in (
-            ("float32", ["float32"], 3.5),
-            ("bfloat16", ["float32", "bfloat16"], 4.5),
-        ):
+        for stored, computes, target in cases:
             src = build(root, args.hidden, args.layers, stored)
             warm = [str(build(root, 64, 1, stored, name="warm")), str(root / "warm-out")]
             model_bytes = sum(f.stat().st_size for f in src.glob("*.safetensors"))
-            for compute in computes:
-                for method in ("closed-form", "panacea"):
-                    act = child("act", str(src), "-", method, compute, *warm)["activations"]
-                    out = root / f"out-{stored}-{compute}-{method}"
-                    used = child("patch", str(src), str(out), method, compute, *warm)["used"]
-                    rows.append((method, stored, compute, model_bytes, used, act, target))
+            runs = [(c, m, {}) for c in computes for m in ("closed-form", "panacea")]
+            if stored == "bfloat16":
+                runs.append(("float32", "panacea", {"offload_w0": True}))
+            for compute, method, extra in runs:
+                x = json.dumps(extra)
+                act = child("act", str(src), "-", method, compute, *warm, x)["activations"]
+                out = root / f"out-{stored}-{compute}-{method}-{len(rows)}"
+                got = child("patch", str(src), str(out), method, compute, *warm, x)
+                est = estimate(src, method, compute, extra)
+                name = method + (" --offload-w0" if extra else "")
+                rows.append((name, stored, compute, model_bytes, got, act, target, est))
     print(
         "| method | stored | compute | model MB | peak MB | activations MB | peak/model | "
-        "(peak-act)/model | target |"
+        "(peak-act)/model | target | dry-run estimate MB | estimate/peak | seconds |"
     )
-    print("|---|---|---|---|---|---|---|---|---|")
-    for method, stored, compute, mb, used, act, target in rows:
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for method, stored, compute, mb, got, act, target, est in rows:
+        used = got["used"]
         ratio = (used - act) / mb
         print(
             f"| {method} | {stored} | {compute} | {mb / 1e6:.0f} | {used / 1e6:.0f} | {act / 1e6:.0f} | "
-            f"{used / mb:.2f} | {ratio:.2f} | <= {target} {'ok' if ratio <= target else 'OVER'} |"
+            f"{used / mb:.2f} | {ratio:.2f} | <= {target} {'ok' if ratio <= target else 'OVER'} | "
+            f"{est / 1e6:.0f} | {est / used:.2f} | {got['seconds']:.1f} |"
         )
+
+
+def estimate(src: Path, method: str, compute: str, extra: dict) -> int:
+    """The --dry-run plan's total bytes for the same options as the child's run."""
+    sys.path.insert(0, str(ROOT))
+    from panacea_patch import patch
+
+    opts = dict(method=method, rho_rel=0.01, steps=3, max_examples=16, batch_size=8)
+    opts.update(max_length=96, dtype=compute, device="cpu", **extra)
+    return patch(str(src), dry_run=True, progress=False, **opts).plan["total_bytes"]
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -22,6 +23,15 @@ def setup_logging(verbose: int) -> None:
     root.handlers[:] = [handler]
     root.setLevel(max(level, logging.DEBUG))
     # Our own progress bars and messages are enough; keep transformers' quiet unless asked.
+    if "transformers" not in sys.modules:
+        # Not imported yet, and commands such as `patch --method random` never import it: set
+        # what it reads at import instead of paying ~1 s of startup to import it here.
+        from huggingface_hub.utils import disable_progress_bars
+
+        disable_progress_bars()  # transformers' own bars follow the hub's setting at import
+        if verbose < 2:
+            os.environ["TRANSFORMERS_VERBOSITY"] = "error"
+        return
     try:
         from transformers.utils import logging as hf_logging
 

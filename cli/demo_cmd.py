@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from .common import emit_json, handle_errors, setup_logging
+from .options import output_options
 
 
 @click.command("demo")
@@ -35,9 +36,7 @@ from .common import emit_json, handle_errors, setup_logging
     "(default: $PANACEA_ORGANISM_CACHE or ~/.cache/panacea-patch/organism).",
 )
 @click.option("--rebuild", is_flag=True, help="Retrain the organism even if it is cached.")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
-@click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
-@click.option("-v", "--verbose", count=True)
+@output_options()
 @handle_errors
 def demo_cmd(
     fast: bool,

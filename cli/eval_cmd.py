@@ -7,6 +7,7 @@ from typing import Any
 import click
 
 from .common import handle_errors, setup_logging
+from .options import output_options
 
 _SCORERS = ["exact", "contains", "number", "choice"]
 
@@ -32,17 +33,19 @@ _SCORERS = ["exact", "contains", "number", "choice"]
 )
 @click.option("--base-model", help="Base model of an adapter MODEL (default: from its config).")
 @click.option(
+    "--gguf-file", help="GGUF file of MODEL to read (a Hub repo, or a folder with several)."
+)
+@click.option(
     "--samples", type=click.Path(), help="Write every prompt, output and verdict to this JSONL."
 )
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
-@click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
-@click.option("-v", "--verbose", count=True)
+@output_options()
 @handle_errors
 def eval_cmd(
     model: str,
     reference: str | None,
     device: str,
     base_model: str | None,
+    gguf_file: str | None,
     samples: str | None,
     as_json: bool,
     quiet: bool,
@@ -61,7 +64,9 @@ def eval_cmd(
 
     setup_logging(verbose)
     config = eval_config_from_options(progress=not quiet, **opts)
-    lm = load_model(resolve_source(model, base_model=base_model), device=device)
+    lm = load_model(
+        resolve_source(model, base_model=base_model, gguf_file=gguf_file), device=device
+    )
     ref = load_model(reference, device=device).model if reference else None
     report = evaluate(lm.model, lm.tokenizer, config, reference=ref)
     if samples:

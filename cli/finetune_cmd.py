@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 import click
@@ -10,7 +9,7 @@ import click
 from panacea_patch.training.config import FinetuneConfig
 
 from .common import emit_json, handle_errors, setup_logging
-from .options import config_options
+from .options import build_config, config_file_option, config_options, output_options
 
 _EPILOG = """\b
 The defaults are the paper's settings (Panacea, arXiv 2501.18100): rho=1, lambda=0.001,
@@ -41,22 +40,26 @@ Examples:
     show_default=True,
     help="Ship a PEFT LoRA adapter (paper: r=32, alpha=4 on q/k/v) or the full model.",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
-@click.option(
-    "-v", "--verbose", count=True, help="More logging on stderr (-v: every step's figures)."
-)
-@click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
+@config_file_option
+@output_options(verbose_help="More logging on stderr (-v: every step's figures).")
 @config_options(FinetuneConfig, skip=frozenset({"lora"}))
+@click.pass_context
 @handle_errors
 def finetune_cmd(
-    base: str, out: str, lora: bool, as_json: bool, verbose: int, quiet: bool, **options: Any
+    ctx: click.Context,
+    base: str,
+    out: str,
+    config_file: str | None,
+    as_json: bool,
+    verbose: int,
+    quiet: bool,
+    **_: Any,
 ) -> None:
     """Fine-tune BASE (a directory or a Hub id org/name[@rev]) on --train data with Panacea."""
     from panacea_patch.training import finetune
 
     setup_logging(verbose)
-    names = {f.name for f in dataclasses.fields(FinetuneConfig)}
-    cfg = FinetuneConfig(lora=lora, **{k: v for k, v in options.items() if k in names})
+    cfg = build_config(ctx, FinetuneConfig, config_file, table="finetune")
     result = finetune(base, out, config=cfg, progress=not quiet)
     if as_json:
         emit_json(result.to_dict())

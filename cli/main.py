@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from typing import Any
 
 import click
 
 from panacea_patch import __version__
-from panacea_patch.config import PatchConfig, load_config_file
+from panacea_patch.config import PatchConfig
 
 from .common import emit_json, handle_errors, setup_logging
-from .options import config_options, explicit_values
+from .options import build_config, config_file_option, config_options, output_options
 
 log = logging.getLogger("panacea_patch")
 
@@ -23,28 +22,12 @@ def main() -> None:
     """Restore the safety of fine-tuned LLMs by weight surgery (Panacea)."""
 
 
-def _patch_config(ctx: click.Context, config_file: str | None) -> PatchConfig:
-    names = [f.name for f in dataclasses.fields(PatchConfig)]
-    values: dict[str, Any] = {}
-    if config_file:
-        values.update(load_config_file(config_file))
-    values.update(explicit_values(ctx, names))
-    return PatchConfig.from_mapping(values, origin=config_file or "options")
-
-
 @main.command("patch")
 @click.argument("source")
 @click.option("--out", "-o", type=click.Path(), help="Output directory (must not exist).")
-@click.option(
-    "--config",
-    "config_file",
-    type=click.Path(),
-    help="TOML or YAML file of options; flags override it.",
-)
+@config_file_option
 @click.option("--dry-run", is_flag=True, help="List the target tensors and exit; writes nothing.")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
-@click.option("-v", "--verbose", count=True, help="More logging on stderr.")
-@click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
+@output_options()
 @config_options(PatchConfig)
 @click.pass_context
 @handle_errors
@@ -63,7 +46,7 @@ def patch_cmd(
     from panacea_patch.api import patch
 
     setup_logging(verbose)
-    cfg = _patch_config(ctx, config_file)
+    cfg = build_config(ctx, PatchConfig, config_file, table="patch")
     if out is None and not dry_run:
         raise click.UsageError("--out DIR is required (or pass --dry-run)")
     result = patch(source, out, config=cfg, dry_run=dry_run, progress=not quiet)
@@ -103,6 +86,11 @@ def _print_targets(result: Any) -> None:
         f"{result.num_target_tensors} target tensors, {result.num_target_params:,} parameters "
         f"(kernel backend: {result.backend})"
     )
+    if result.plan:
+        from panacea_patch.plan import format_plan
+
+        for line in format_plan(result.plan):
+            click.echo(line)
 
 
 def _print_summary(result: Any) -> None:

@@ -9,6 +9,29 @@ from typing import Any, Literal, get_args, get_origin
 import click
 
 
+def output_options(*, verbose_help: str = "More logging on stderr.") -> Callable:
+    """``--json``, ``-v/--verbose`` and ``-q/--quiet``, which the commands share."""
+
+    def decorate(fn: Callable) -> Callable:
+        fn = click.option(
+            "-q", "--quiet", is_flag=True, help="No progress: neither bars nor log lines."
+        )(fn)
+        fn = click.option("-v", "--verbose", count=True, help=verbose_help)(fn)
+        return click.option(
+            "--json", "as_json", is_flag=True, help="Print one JSON object on stdout."
+        )(fn)
+
+    return decorate
+
+
+config_file_option = click.option(
+    "--config",
+    "config_file",
+    type=click.Path(),
+    help="TOML or YAML file of options; flags override it.",
+)
+
+
 def _click_type(tp: Any) -> tuple[Any, bool]:
     """(click type, is_flag) for a field annotation."""
     args = [a for a in get_args(tp) if a is not type(None)]
@@ -54,3 +77,17 @@ def explicit_values(ctx: click.Context, names: list[str]) -> dict[str, Any]:
         if src is not None and src != click.core.ParameterSource.DEFAULT:
             out[name] = ctx.params[name]
     return out
+
+
+def build_config(
+    ctx: click.Context, config_cls: Any, config_file: str | None, *, table: str
+) -> Any:
+    """``config_cls`` from a config file (``[table]`` or top level), overridden by typed flags."""
+    from panacea_patch.options import load_config_file
+
+    names = [f.name for f in dataclasses.fields(config_cls)]
+    values: dict[str, Any] = {}
+    if config_file:
+        values.update(load_config_file(config_file, table=table))
+    values.update(explicit_values(ctx, names))
+    return config_cls.from_mapping(values, origin=config_file or "options")

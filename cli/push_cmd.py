@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from .common import emit_json, handle_errors, setup_logging
+from .options import output_options
 
 
 @click.command("push")
@@ -26,9 +27,7 @@ from .common import emit_json, handle_errors, setup_logging
     is_flag=True,
     help="Replace a README.md that panacea-patch did not write with the model card.",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
-@click.option("-v", "--verbose", count=True, help="More logging on stderr.")
-@click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
+@output_options()
 @handle_errors
 def push_cmd(
     directory: Path,

@@ -15,6 +15,7 @@ Triton is imported lazily, on the first call that needs it, so CPU users never p
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 from collections.abc import Sequence
@@ -24,7 +25,7 @@ import torch
 
 from panacea_patch.errors import InputError, RuntimeFailure
 
-from . import reference
+from . import cpu_noise, reference
 
 ENV_VAR = "PANACEA_KERNELS"
 Backend = Literal["triton", "torch"]
@@ -138,8 +139,17 @@ def pgd_step_(eps: torch.Tensor, grad: torch.Tensor, step: float) -> torch.Tenso
     if _use_triton(_device_of(eps)):
         from .pgd_step import pgd_step_triton
 
-        return pgd_step_triton(eps, grad, step)
+        with _on(eps):
+            return pgd_step_triton(eps, grad, step)
     return reference.pgd_step_(eps, grad, step)
+
+
+def _on(t: torch.Tensor) -> contextlib.AbstractContextManager:
+    """Triton launches on the current CUDA device: make it the tensor's (device maps, issue 12)."""
+    dev = t.device
+    if dev.type == "cuda" and dev.index is not None and dev.index != torch.cuda.current_device():
+        return torch.cuda.device(dev)
+    return contextlib.nullcontext()
 
 
 def project_apply_(
@@ -159,15 +169,32 @@ def project_apply_(
     if _use_triton(_device_of(eps)):
         from .project_apply import project_apply_triton
 
-        project_apply_triton(eps, w0, out, scale, rounding=rounding, seed=seed, offset=offset)
+        with _on(eps):
+            project_apply_triton(eps, w0, out, scale, rounding=rounding, seed=seed, offset=offset)
         return
     reference.project_apply_(eps, w0, out, scale, rounding=rounding, seed=seed, offset=offset)
+
+
+def noise_generator(device: torch.device | str | None = None) -> str:
+    """Which generator draws the random method's noise for tensors on ``device``.
+
+    ``"triton-philox4x32"`` (``tl.randn``) on the Triton backend; on the torch backend
+    ``cpu_noise.GENERATOR``, ``"torch-mt19937+numpy-philox4x64"`` (torch's CPU generator for each
+    block's direction, numpy's Philox for its radius). The same seed gives the same noise on the
+    same backend only.
+    """
+    return "triton-philox4x32" if backend(device) == "triton" else cpu_noise.GENERATOR
 
 
 def randn_sumsq(
     numel: int, seed: int, offset: int, device: torch.device | str = "cpu"
 ) -> torch.Tensor:
-    """``sum(z**2)`` for the Philox normals ``z`` at counters ``offset + i``, ``i < numel``."""
+    """``sum(z**2)`` for the normals ``z`` at counters ``offset + i``, ``i < numel``.
+
+    A scalar tensor: fp32 from Triton, fp64 from the CPU path. ``z`` is a pure function of the
+    seed and the counter on each backend, but the backends draw different streams
+    (``noise_generator``).
+    """
     dev = torch.device(device)
     if _use_triton(dev):
         from .randn import randn_sumsq_triton
@@ -177,7 +204,11 @@ def randn_sumsq(
 
 
 def randn_apply_(w0: torch.Tensor, out: torch.Tensor, scale: float, seed: int, offset: int) -> None:
-    """``out = round_nearest(w0 + scale * z)`` with ``z`` the Philox normals at ``offset + i``."""
+    """``out = round_nearest(w0 + scale * z)`` with ``z`` the normals at counters ``offset + i``.
+
+    Triton's Philox on the Triton backend, ``cpu_noise`` on the torch backend: same seed and same
+    backend give the same bytes for any tensor split, block or chunk size and thread count.
+    """
     if _use_triton(_device_of(w0)):
         from .randn import randn_apply_triton
 
@@ -189,10 +220,17 @@ def randn_apply_(w0: torch.Tensor, out: torch.Tensor, scale: float, seed: int, o
 def multi_sumsq(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
     """``sum(t**2)`` over all elements of all ``tensors`` (fp32 accumulation), one launch per dtype."""
     first = tensors[0] if isinstance(tensors, Sequence) and len(tensors) > 0 else None
+    if first is not None and isinstance(first, torch.Tensor):
+        devices = list(dict.fromkeys(t.device for t in tensors if isinstance(t, torch.Tensor)))
+        if len(devices) > 1:
+            # Tensors spread by a device map: one sum per device, added on the first's device.
+            parts = [multi_sumsq([t for t in tensors if t.device == d]) for d in devices]
+            return torch.stack([p.to(first.device) for p in parts]).sum()
     if first is not None and _use_triton(_device_of(first)):
         from .multi_sumsq import multi_sumsq_triton
 
-        return multi_sumsq_triton(tensors)
+        with _on(first):
+            return multi_sumsq_triton(tensors)
     return reference.multi_sumsq(tensors)
 
 
@@ -202,6 +240,7 @@ __all__ = [
     "KernelConfigError",
     "backend",
     "multi_sumsq",
+    "noise_generator",
     "pgd_step_",
     "project_apply_",
     "randn_apply_",

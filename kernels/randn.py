@@ -2,6 +2,11 @@
 
 ``z[i]`` is ``tl.randn(seed, offset + i)``: a pure function of the seed and the counter, so it is
 the same for any block size, and the two passes (norm, then apply) see the same noise.
+
+This is the GPU stream only. The CPU path (``cpu_noise``) draws different noise, ~4 ns per element:
+the same seed gives the same bytes on the same backend, not across backends. The tests check these
+kernels against ``reference.philox_normal`` (an exact emulation of ``tl.randn``), the normal law
+and their own determinism, not against the CPU path.
 """
 
 from __future__ import annotations

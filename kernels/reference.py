@@ -4,11 +4,19 @@ Every op walks its tensors in cache-sized chunks and reuses one scratch buffer, 
 stays at one pass where eager PyTorch would make several, and no full-size temporary is allocated.
 Math is fp32 whatever the storage dtype.
 
-The Philox stream is emulated bit-for-bit from Triton's ``tl.randn`` (triton/language/random.py):
-Philox-4x32-10 on the counter ``(lo32(c), hi32(c), 0, 0)`` with key ``(lo32(seed), hi32(seed))``;
-words 0 and 1 become uniforms through Triton's int32 mapping and a Box-Muller cosine; word 2
-supplies the stochastic-rounding bits. uint32 arithmetic runs in int64 and is masked back to 32
-bits; the 32x32 products wrap in int64, which keeps their low 64 bits, all the high word needs.
+The random method's noise on CPU (``randn_sumsq``, ``randn_apply_``) comes from torch's own
+generator in counter-addressed blocks (``cpu_noise``, ~4 ns per element): the same seed gives
+the same bytes for any chunk size, tensor split and thread count, but not the stream ``tl.randn``
+draws on GPU. Same backend, same bytes; CPU and GPU differ.
+
+The Philox stream is still emulated bit-for-bit from Triton's ``tl.randn``
+(triton/language/random.py) where the two backends must agree: the stochastic-rounding bits of
+``project_apply_`` (Philox word 2), and ``philox_normal``, the oracle the Triton kernel tests use.
+Philox-4x32-10 runs on the counter ``(lo32(c), hi32(c), 0, 0)`` with key
+``(lo32(seed), hi32(seed))``; words 0 and 1 become uniforms through Triton's int32 mapping and a
+Box-Muller cosine. uint32 arithmetic runs in int64 and is masked back to 32 bits; the 32x32
+products wrap in int64, which keeps their low 64 bits, all the high word needs. At 40-80 ns per
+element it is far too slow to be the random method's CPU path.
 """
 
 from __future__ import annotations
@@ -17,7 +25,7 @@ from collections.abc import Sequence
 
 import torch
 
-from . import _checks
+from . import _checks, cpu_noise
 
 _M32 = 0xFFFFFFFF
 _PHILOX_KEY_A = 0x9E3779B9
@@ -286,35 +294,24 @@ def project_apply_(
 def randn_sumsq(
     numel: int, seed: int, offset: int, device: torch.device | str = "cpu"
 ) -> torch.Tensor:
-    """``sum(z**2)`` over the Philox normals at counters ``offset .. offset+numel-1`` (fp32)."""
+    """``sum(z**2)`` over the CPU noise at counters ``offset .. offset+numel-1`` (fp64 scalar).
+
+    ``z`` is ``cpu_noise``'s stream (torch's CPU generator in counter-addressed blocks), not
+    Triton's: the same on this backend for any chunking and thread count.
+    """
     if isinstance(numel, bool) or not isinstance(numel, int) or numel < 0:
         raise ValueError(f"numel must be a non-negative int, got {numel!r}")
-    seed, offset = _checks.check_stream(seed, offset, numel)
-    device = torch.device(device)
-    size = _chunk(device, PHILOX_CHUNK)
-    parts = []
-    for s in range(0, numel, size):
-        n = min(size, numel - s)
-        words = philox4x32(seed, _counters(offset + s, n, device))
-        z = _normal_from_words(words[0], words[1])
-        parts.append(torch.dot(z, z))
-    return _sum_parts(parts, device)
+    total = cpu_noise.sumsq(numel, seed, offset)
+    return torch.tensor(total, dtype=torch.float64, device=torch.device(device))
 
 
 def randn_apply_(w0: torch.Tensor, out: torch.Tensor, scale: float, seed: int, offset: int) -> None:
-    """``out = round_nearest(w0 + scale * z)``, z the Philox normals at ``offset + i``."""
+    """``out = round_nearest(w0 + scale * z)``, z the CPU noise at counters ``offset + i``."""
     _checks.check_tensor("w0", w0, _checks.WEIGHT_DTYPES)
     _checks.check_tensor("out", out, _checks.WEIGHT_DTYPES)
     _checks.check_same("w0", w0, {"out": out})
     scale = _checks.check_scalar("scale", scale)
-    seed, offset = _checks.check_stream(seed, offset, w0.numel())
-    w, o = _flat(w0, out)
-    size = _chunk(w0.device, PHILOX_CHUNK)
-    for s in range(0, w.numel(), size):
-        n = min(size, w.numel() - s)
-        words = philox4x32(seed, _counters(offset + s, n, w0.device))
-        z = _normal_from_words(words[0], words[1])
-        o[s : s + n].copy_(z.mul_(scale).add_(w[s : s + n]))
+    cpu_noise.apply_(w0, out, scale, seed, offset)
 
 
 def multi_sumsq(tensors: Sequence[torch.Tensor]) -> torch.Tensor:

@@ -9,16 +9,21 @@ __version__ = "0.1.0"
 __all__ = ["PatchConfig", "PatchResult", "__version__", "patch"]
 
 if TYPE_CHECKING:
-    from .api import PatchResult, patch
+    from .api import patch
     from .config import PatchConfig
+    from .result import PatchResult
 
 
 def __getattr__(name: str) -> Any:
     # Lazy, so `import panacea_patch` (and `--help`) does not pay for torch and transformers.
-    if name in ("patch", "PatchResult"):
-        from . import api
+    if name == "patch":
+        from .api import patch
 
-        return getattr(api, name)
+        return patch
+    if name == "PatchResult":
+        from .result import PatchResult
+
+        return PatchResult
     if name == "PatchConfig":
         from .config import PatchConfig
 

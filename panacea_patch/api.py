@@ -3,45 +3,20 @@
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from .atomic import check_output_path
 from .config import PatchConfig
+from .diskspace import check_free_space, delta_bytes, disk_full_is_a_failure, output_bytes
 from .errors import InputError, PanaceaError, RuntimeFailure
+from .options import hub_options
+from .progress import progress_interval
+from .result import PatchResult
 from .source import resolve_source
 
-
-@dataclass
-class PatchResult:
-    """What a patch run did. ``to_dict()`` is the CLI's ``--json`` output."""
-
-    output: str | None
-    method: str
-    rho: float | None
-    realized_norm: float | None
-    num_target_tensors: int
-    num_target_params: int
-    seconds: float
-    dry_run: bool = False
-    rho_rel: float | None = None
-    target_weight_norm: float | None = None
-    seed: int = 0
-    source: dict[str, Any] = field(default_factory=dict)
-    targets: list[dict[str, Any]] = field(default_factory=list)
-    layers: list[dict[str, Any]] = field(default_factory=list)
-    metrics: dict[str, Any] = field(default_factory=dict)
-    optimization: dict[str, Any] = field(default_factory=dict)
-    push: dict[str, Any] | None = None
-    backend: str = ""
-    # (before, after) EvalReport objects when --eval ran; summarized in ``metrics``, not in JSON.
-    reports: Any = field(default=None, repr=False, compare=False)
-
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data.pop("reports")
-        return data
+__all__ = ["PatchResult", "patch"]
 
 
 def patch(
@@ -73,25 +48,40 @@ def patch(
 
         # Before any work: a bad repo id should not surface after an hour of optimizing.
         check_push_target(cfg.push_to_hub, revision=cfg.hub_revision, create_pr=cfg.create_pr)
-    started = time.perf_counter()
-    src = resolve_source(
-        source,
-        revision=cfg.revision,
-        allow_pickle=cfg.allow_pickle,
-        token=token,
-        base_model=cfg.base_model,
-    )
-    out_path = None if dry_run else Path(out)  # type: ignore[arg-type]
-    if out_path is not None:
-        check_output_path(out_path, overwrite=cfg.overwrite, source=src.path)
-    job = PatchJob(cfg, src, progress=progress, token=token)
-    result = job.plan(out_path)
-    if out_path is not None:
-        job.execute(out_path)
-        if cfg.push_to_hub:
-            result.push = _push(cfg, out_path, job.src.path, token, progress=progress)
-    result.seconds = time.perf_counter() - started
-    return result
+    with progress_interval(cfg.progress_interval):
+        started = time.perf_counter()
+        src = resolve_source(
+            source,
+            revision=cfg.revision,
+            allow_pickle=cfg.allow_pickle,
+            token=token,
+            base_model=cfg.base_model,
+            gguf_file=cfg.gguf_file,
+            gguf_dtype=cfg.dtype,
+        )
+        out_path = None if dry_run else Path(out)  # type: ignore[arg-type]
+        if out_path is not None:
+            check_output_path(out_path, overwrite=cfg.overwrite, source=src.path)
+            if src.gguf:  # the converted checkpoint is a cache; the GGUF file is the real source
+                check_output_path(out_path, overwrite=cfg.overwrite, source=Path(src.gguf["path"]))
+        job = PatchJob(cfg, src, progress=progress, token=token)
+        result = job.plan(out_path)
+        if out_path is not None:
+            needed, delta = _output_size(job, cfg)
+            check_free_space(out_path, needed, delta=delta)  # before any work
+            with disk_full_is_a_failure(out_path, needed):
+                job.execute(out_path)
+            if cfg.push_to_hub:
+                result.push = _push(cfg, out_path, job.src.path, token, progress=progress)
+        result.seconds = time.perf_counter() - started
+        return result
+
+
+def _output_size(job: Any, cfg: PatchConfig) -> tuple[int, int]:
+    """(bytes the output needs, of which ε's file) for the planned run."""
+    targets = job.targets
+    delta = delta_bytes(sum(t.numel for t in targets), len(targets)) if cfg.save_delta else 0
+    return output_bytes(job.src.weight_files, job.src.path, delta=delta), delta
 
 
 def _push(
@@ -104,13 +94,10 @@ def _push(
         pushed = publish(
             out,
             cfg.push_to_hub,  # type: ignore[arg-type]
-            private=cfg.private,
-            revision=cfg.hub_revision,
-            create_pr=cfg.create_pr,
-            commit_message=cfg.commit_message,
             token=token,
             source_dir=source_dir,
             progress=progress,
+            **hub_options(cfg),
         )
     except PanaceaError as exc:
         # The patch itself succeeded and is on disk, so this is never a usage error (exit 1).

@@ -14,6 +14,7 @@ import torch
 
 from .errors import InputError
 from .safetensors_io import (
+    Background,
     Header,
     StreamingWriter,
     TensorInfo,
@@ -197,7 +198,9 @@ def write_patched(
     """Stream every shard through ``transform`` into ``out_dir``, keeping the source's layout.
 
     ``transform(name, w0)`` returns the new tensor (same shape and dtype) or None to copy the
-    bytes unchanged. Only one tensor (plus its replacement) is in memory at a time.
+    bytes unchanged. Hashing and writing run in background threads, two tensors deep, so at
+    most a few tensors (with their replacements) are in memory at a time. ``transform`` must not
+    modify ``w0`` in place: its bytes may still be being hashed.
     """
     report = WriteReport()
     weight_map: dict[str, str] = {}
@@ -207,10 +210,11 @@ def write_patched(
         meta = {**reader.metadata(file), **(metadata or {})}
         writer = StreamingWriter(out_file, layout, meta)
         hasher = hashlib.sha256(reader.header_bytes(file))
+        inhash = Background()  # the input's sha256, in order, on another core
         expected_offset = 0
         try:
             for info, raw in reader.stream_file(file):
-                hasher.update(raw)
+                inhash.submit(hasher.update, raw)
                 contiguous = info.begin == expected_offset
                 expected_offset = info.end if contiguous else -1
                 new = transform(info.name, bytes_to_tensor(raw, info))
@@ -224,7 +228,9 @@ def write_patched(
                 if progress:
                     progress(info.nbytes)
                 del raw, new
+            inhash.wait()
         except BaseException:
+            inhash.cancel()
             writer.abort()
             raise
         report.output_hashes[out_file.name] = writer.close()

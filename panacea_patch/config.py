@@ -7,31 +7,23 @@ in sync).
 
 from __future__ import annotations
 
-import dataclasses
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, get_args, get_origin, get_type_hints
+from typing import Any, Literal
 
+from . import options
 from .errors import InputError
+from .options import ConfigFields, Device, opt, shared
 
 Method = Literal["panacea", "closed-form", "random"]
 Budget = Literal["global", "layer"]
 Rounding = Literal["nearest", "stochastic"]
-Device = Literal["auto", "cpu", "cuda"]
 ComputeDtype = Literal["auto", "float32", "bfloat16", "float16"]
 
 
-def opt(default: Any, help: str, *, group: str = "general", flag: str | None = None) -> Any:
-    """A config field with its description (shown by ``--help`` and in examples/patch.toml)."""
-    meta = {"help": help, "group": group}
-    if flag:
-        meta["flag"] = flag
-    return field(default=default, metadata=meta)
-
-
 @dataclass(frozen=True)
-class PatchConfig:
+class PatchConfig(ConfigFields):
     """All options of ``panacea-patch patch`` / ``panacea_patch.patch``."""
 
     # --- method -------------------------------------------------------------------------------
@@ -65,7 +57,13 @@ class PatchConfig:
         "of rho proportional to its weight norm.",
         group="method",
     )
-    steps: int = opt(60, "Projected gradient-ascent steps for --method panacea.", group="method")
+    steps: int | None = opt(
+        None,
+        "Projected gradient-ascent steps for --method panacea. Default: 60, or 20 when the "
+        "default budget comes from the loss-rise rule (its start is mild; README, 'How large "
+        "a perturbation').",
+        group="method",
+    )
     step_size: float = opt(
         0.5,
         "Initial step size as a fraction of rho (cosine-decayed to 10% over the steps).",
@@ -77,8 +75,30 @@ class PatchConfig:
         group="method",
     )
     beta: float = opt(10.0, "Weight of the benign utility-drift term u in J.", group="method")
-    h_max: float = opt(
-        5.0, "Cap on the harmful loss h (no gradient above it), as the paper.", group="method"
+    h_max: float = shared("h_max")
+    response_tokens: int | None = opt(
+        16,
+        "Score h and r on the first N response tokens only (a refusal is decided in its "
+        "first words; the utility term keeps whole responses); 0 scores whole responses.",
+        group="method",
+    )
+    patience: int | None = opt(
+        0,
+        "Stop the ascent early once the smoothed objective J has not improved for this many "
+        "steps; 0 (default) always runs all the steps.",
+        group="method",
+    )
+    max_damage_kl: float | None = opt(
+        1.0,
+        "Guard: before writing, measure the patched model's KL per token on held-out benign "
+        "prompts; above this the run stops with exit 1 and writes nothing (see --force). "
+        "0 or unset disables the guard.",
+        group="method",
+    )
+    force: bool = opt(
+        False,
+        "Write the output even when the damage guard (--max-damage-kl) trips.",
+        group="method",
     )
     seed: int = opt(0, "Random seed: the same seed gives byte-identical output on CPU.")
     targets: str | None = opt(
@@ -87,12 +107,7 @@ class PatchConfig:
         "repeated decoder blocks (LoRA A/B tensors for an adapter).",
     )
     # --- data ---------------------------------------------------------------------------------
-    harmful: str = opt(
-        "builtin:harmful",
-        "Harmful (prompt, harmful response) pairs: a .jsonl/.json/.csv/.parquet file, "
-        "hf:org/name[:config][@split], or builtin:harmful.",
-        group="data",
-    )
+    harmful: str = shared("harmful")
     refusal: str | None = opt(
         "builtin:refusal",
         "Refusal (harmful prompt, refusal) pairs; 'none' disables the refusal term.",
@@ -108,11 +123,9 @@ class PatchConfig:
         "Use cross-entropy on the benign responses (your task data) instead of KL drift.",
         group="data",
     )
-    prompt_field: str | None = opt(None, "Field name of the prompt in data files.", group="data")
-    response_field: str | None = opt(
-        None, "Field name of the response in data files.", group="data"
-    )
-    max_length: int = opt(256, "Maximum tokens per example (prompt + response).", group="data")
+    prompt_field: str | None = shared("prompt_field")
+    response_field: str | None = shared("response_field")
+    max_length: int = shared("max_length")
     batch_size: int = opt(8, "Examples per batch for each data role.", group="data")
     max_examples: int | None = opt(
         None,
@@ -120,12 +133,25 @@ class PatchConfig:
         group="data",
     )
     # --- compute ------------------------------------------------------------------------------
-    device: Device = opt(
-        "auto", "Compute device: auto (cuda if available), cpu or cuda.", group="compute"
-    )
+    device: Device = shared("device")
     device_map: str | None = opt(
         None,
-        "'auto' spreads a model too big for one GPU over devices (accelerate).",
+        "Spread a model too big for one device over several (accelerate): 'auto', 'balanced', "
+        "'sequential', or a JSON file / inline JSON object mapping module names to devices "
+        '(e.g. {"model.layers.0": "cuda:0", "lm_head": "cpu"}). Every target must land on '
+        "a compute device (not 'disk').",
+        group="compute",
+    )
+    max_memory: str | None = opt(
+        None,
+        "Memory per device for --device-map, e.g. 'cuda:0=20GiB,cuda:1=20GiB,cpu=64GiB'.",
+        group="compute",
+    )
+    offload_w0: bool = opt(
+        False,
+        "Keep the original target weights w0 in (pinned) host memory and stream them to the "
+        "device per tensor at each projection (CUDA; saves w0's bytes on the GPU but keeps a "
+        "persistent live copy there, see docs/PERFORMANCE.md).",
         group="compute",
     )
     dtype: ComputeDtype = opt(
@@ -133,12 +159,15 @@ class PatchConfig:
         "Compute dtype for forward/backward: auto = float32 on CPU, bfloat16 on CUDA.",
         group="compute",
     )
-    gradient_checkpointing: bool = opt(
-        False, "Trade compute for activation memory.", group="compute"
-    )
+    gradient_checkpointing: bool = shared("gradient_checkpointing")
     # --- checkpoint ---------------------------------------------------------------------------
-    revision: str | None = opt(
-        None, "Hub revision (branch, tag or commit) of the source.", group="checkpoint"
+    revision: str | None = shared("revision")
+    gguf_file: str | None = opt(
+        None,
+        "GGUF file to read from a Hub repo or a directory with several .gguf files. A GGUF source "
+        "is dequantized into a cached checkpoint stored in --dtype (auto: bfloat16 for a "
+        "quantized file, else the file's float type).",
+        group="checkpoint",
     )
     base_model: str | None = opt(
         None,
@@ -162,26 +191,20 @@ class PatchConfig:
         "Also write eps itself to panacea_delta.safetensors (lets you revert).",
         group="checkpoint",
     )
-    allow_pickle: bool = opt(
-        False, "Accept pickle (*.bin) checkpoints. Only for sources you trust.", group="checkpoint"
-    )
-    trust_remote_code: bool = opt(
-        False,
-        "Allow model code from the checkpoint to run. Only for sources you trust.",
-        group="checkpoint",
-    )
-    overwrite: bool = opt(False, "Replace an existing output directory.", group="checkpoint")
+    allow_pickle: bool = shared("allow_pickle")
+    trust_remote_code: bool = shared("trust_remote_code")
+    overwrite: bool = shared("overwrite")
     # --- evaluation and publishing --------------------------------------------------------------
-    eval: bool = opt(False, "Evaluate safety and utility before and after the patch.", group="eval")
-    judge: str = opt("keyword", "Safety judge: keyword, model:<id>, generative:<id>.", group="eval")
-    max_new_tokens: int = opt(48, "Tokens generated per prompt during evaluation.", group="eval")
-    push_to_hub: str | None = opt(None, "Push the output to this Hub repo (org/name).", group="hub")
-    private: bool = opt(False, "Create the Hub repo as private.", group="hub")
-    hub_revision: str | None = opt(None, "Branch to push to (created if missing).", group="hub")
-    create_pr: bool = opt(
-        False, "Open a pull request instead of pushing to the branch.", group="hub"
-    )
-    commit_message: str | None = opt(None, "Commit message for the push.", group="hub")
+    eval: bool = shared("eval")
+    judge: str = shared("judge")
+    max_new_tokens: int = shared("max_new_tokens")
+    push_to_hub: str | None = shared("push_to_hub")
+    private: bool = shared("private")
+    hub_revision: str | None = shared("hub_revision")
+    create_pr: bool = shared("create_pr")
+    commit_message: str | None = shared("commit_message")
+    # --- output -------------------------------------------------------------------------------
+    progress_interval: float | None = shared("progress_interval")
 
     def __post_init__(self) -> None:
         for name in ("rho", "rho_rel", "max_kl"):
@@ -191,125 +214,25 @@ class PatchConfig:
                 raise InputError(
                     f"{flag} must be a finite number > 0, got {v}", hint=f"pass e.g. {flag} 0.01"
                 )
-        if self.steps < 0 or self.batch_size < 1 or self.max_length < 8:
+        if (self.steps or 0) < 0 or self.batch_size < 1 or self.max_length < 8:
             raise InputError("--steps must be >= 0, --batch-size >= 1 and --max-length >= 8")
+        for name in ("response_tokens", "patience"):
+            if (getattr(self, name) or 0) < 0:
+                flag = "--" + name.replace("_", "-")
+                raise InputError(f"{flag} must be >= 0", hint=f"pass {flag} 0 to turn it off")
+        if self.max_damage_kl is not None and not self.max_damage_kl >= 0:
+            raise InputError("--max-damage-kl must be >= 0", hint="pass 0 to turn the guard off")
         if sum(v is not None for v in (self.rho, self.rho_rel, self.max_kl)) > 1:
             raise InputError(
                 "--rho, --rho-rel and --max-kl are alternatives", hint="pass only one of them"
             )
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def fields_with_types(cls) -> list[tuple[dataclasses.Field, Any]]:
-        hints = get_type_hints(cls)
-        return [(f, hints[f.name]) for f in dataclasses.fields(cls)]
-
-    @classmethod
-    def from_mapping(cls, values: dict[str, Any], *, origin: str = "config") -> PatchConfig:
-        """Build from a dict (config file), rejecting unknown keys with the valid ones named."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        clean = {k.replace("-", "_"): v for k, v in values.items()}
-        unknown = sorted(set(clean) - known)
-        if unknown:
-            raise InputError(
-                f"{origin}: unknown option(s) {', '.join(unknown)}",
-                hint=f"valid options are: {', '.join(sorted(known))}",
-            )
-        for f, tp in cls.fields_with_types():
-            if f.name in clean:
-                clean[f.name] = _coerce(clean[f.name], tp, f.name, origin)
-        return cls(**clean)
-
-
-def _coerce(value: Any, tp: Any, name: str, origin: str) -> Any:
-    """Light type checking for config-file values, with messages naming the option."""
-    args = [a for a in get_args(tp) if a is not type(None)]
-    if value is None:
-        return None
-    if get_origin(tp) is Literal or (args and get_origin(args[0]) is Literal):
-        choices = get_args(tp) if get_origin(tp) is Literal else get_args(args[0])
-        if value not in choices:
-            raise InputError(
-                f"{origin}: {name} must be one of {', '.join(map(str, choices))}, got {value!r}"
-            )
-        return value
-    base = args[0] if args else tp
-    if base is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    if base is int and isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if base is bool and isinstance(value, bool):
-        return value
-    if base is str and isinstance(value, str):
-        return value
-    raise InputError(f"{origin}: {name} must be a {base.__name__}, got {value!r}")
-
 
 def load_config_file(path: str | Path) -> dict[str, Any]:
-    """Read a TOML or YAML config file into a dict (validated later by ``from_mapping``)."""
-    p = Path(path)
-    if not p.is_file():
-        raise InputError(f"config file {p} does not exist", hint="check the --config path")
-    text = p.read_text()
-    try:
-        if p.suffix == ".toml":
-            try:
-                import tomllib
-            except ModuleNotFoundError:  # Python 3.10
-                import tomli as tomllib  # type: ignore[no-redef]
-            data = tomllib.loads(text)
-        elif p.suffix in (".yaml", ".yml"):
-            import yaml
-
-            data = yaml.safe_load(text) or {}
-        else:
-            raise InputError(f"config file {p} must end in .toml, .yaml or .yml")
-    except InputError:
-        raise
-    except Exception as exc:
-        raise InputError(f"cannot parse config file {p}: {exc}") from None
-    if not isinstance(data, dict):
-        raise InputError(f"config file {p} must hold a table of options")
-    # Allow the options to sit under a [patch] table as well as at top level.
-    return data.get("patch", data) if isinstance(data.get("patch"), dict) else data
-
-
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return f'"{value}"'
-    return repr(value)
+    """Read a TOML or YAML config file (options at top level or under ``[patch]``)."""
+    return options.load_config_file(path, table="patch")
 
 
 def example_toml() -> str:
-    """The text of ``examples/patch.toml``: every option, its default and its description.
-
-    Options whose default is None are written commented out (TOML has no null).
-    """
-    lines = [
-        "# panacea-patch configuration: every option of `panacea-patch patch`, with its default.",
-        "# Use with: panacea-patch patch SOURCE --out DIR --config examples/patch.toml",
-        "# Command-line flags override values from this file. YAML files with the same keys work too.",
-        "",
-    ]
-    group = None
-    for f in dataclasses.fields(PatchConfig):
-        if f.metadata["group"] != group:
-            group = f.metadata["group"]
-            lines += ["", f"# --- {group} " + "-" * (60 - len(group))]
-        for chunk in _wrap(f.metadata["help"], 94):
-            lines.append(f"# {chunk}")
-        if f.default is None:
-            lines.append(f"# {f.name} =   (not set by default)")
-        else:
-            lines.append(f"{f.name} = {_toml_value(f.default)}")
-    return "\n".join(lines).strip() + "\n"
-
-
-def _wrap(text: str, width: int) -> list[str]:
-    import textwrap
-
-    return textwrap.wrap(text, width) or [""]
+    """The text of ``examples/patch.toml``: every option, its default and its description."""
+    return options.example_toml(PatchConfig, "patch", "SOURCE")

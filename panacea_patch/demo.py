@@ -175,6 +175,9 @@ def demo_patch_options(paths: Any, *, fast: bool, benign: str = "task") -> dict[
     return {
         "refusal": str(paths.refusal_file),
         "benign": str(utility),
+        # The service knows the model it fine-tuned from: the default budget is then a share
+        # of the fine-tuning delta (README, "How large a perturbation").
+        "base_model": str(paths.aligned),
         "max_examples": 64 if fast else 256,
         "device": "cpu",
     }

@@ -10,16 +10,16 @@ import math
 from pathlib import Path
 from typing import Any
 
-from tqdm.auto import tqdm
-
-from .api import PatchResult
 from .atomic import atomic_output_dir
+from .budget import DELTA_SHARE, RISE, RISE_STEPS, bar_done, finetune_delta_norm, fmt, guard_verdict
 from .checkpoint import ShardReader, copy_aux_files, write_patched
 from .config import PatchConfig
-from .errors import InputError
+from .errors import InputError, RuntimeFailure
 from .kernels import ops
-from .measure import MeasuringTransform, finish_shares
+from .measure import MeasuringTransform, finish_shares, rho_scale_warning
 from .methods.apply import EpsTransform, MergedBase
+from .options import eval_config
+from .progress import progress_bar
 from .provenance import (
     command_line,
     metadata_entry,
@@ -29,6 +29,7 @@ from .provenance import (
     write_provenance,
 )
 from .publish import write_card
+from .result import PatchResult
 from .safetensors_io import StreamingWriter
 from .source import ResolvedSource, adapter_base
 from .targets import Target, select_targets
@@ -80,6 +81,11 @@ class PatchJob:
             targets=[target_dict(t) for t in self.targets],
             backend=ops.backend(),
         )
+        if out is None:
+            from .plan import build_plan
+
+            with ShardReader(self.src) as reader:
+                self.result.plan = build_plan(cfg, self.src, self.targets, reader.infos())
         return self.result
 
     def execute(self, out: Path) -> None:
@@ -105,6 +111,7 @@ class PatchJob:
             merge_adapter=cfg.merge_adapter,
             trust_remote_code=cfg.trust_remote_code,
             device_map=cfg.device_map,
+            max_memory=cfg.max_memory,
             token=self.token,
         )
         if self.lm.merged:
@@ -120,7 +127,9 @@ class PatchJob:
 
             result.rho = self._rho_random(reader)
             device = pick_device(cfg.device)
-            return RandomTransform(self.targets, rho=result.rho, seed=cfg.seed, device=device)
+            transform = RandomTransform(self.targets, rho=result.rho, seed=cfg.seed, device=device)
+            result.noise_generator = transform.generator
+            return transform
         outcome = self._optimize()
         if self.merged:
             # The live target weights now hold w0 + ε; the merge's own values are in w0.
@@ -156,18 +165,87 @@ class PatchJob:
         data = AlignmentData.load(self.lm.tokenizer, cfg)
         self.extra["data"] = {"digests": data.digests, "counts": data.counts, "split": "optimize"}
         run = PerturbationRun(self.lm, self.targets, cfg, data)
-        with tqdm(desc="optimizing", unit="pass", disable=not self.progress) as bar:
+        per_run = run.passes_per_run()
+        with progress_bar(
+            total=per_run, desc="optimizing", unit="pass", enabled=self.progress
+        ) as bar:
             if cfg.max_kl is not None:
-                self.result.target_weight_norm = run.target_norm
-                start = DEFAULT_RHO_REL[self.src.kind] * run.target_norm / 4
-                rho, path = search_rho(run, cfg.max_kl, start=start, progress=bar.update)
+                # The search starts where the default budget would be, on any model's scale.
+                start = self._default_rho(run)
+                steps = RISE_STEPS if callable(start) and cfg.steps is None else None
+                rho, path = search_rho(
+                    run, cfg.max_kl, start=start, steps=steps, progress=bar.update
+                )
+                bar.total = (len(path) + 1) * run.passes_per_run(steps)
             else:
-                rho = cfg.rho if cfg.rho is not None else self._from_rel(run.target_norm)
+                rho = cfg.rho if cfg.rho is not None else self._default_rho(run)
                 path = []
-            outcome = run.run(rho, progress=bar.update)
+                # A ρ chosen by the rise rule starts mild and needs fewer steps (budget.py).
+                steps = RISE_STEPS if callable(rho) and cfg.steps is None else None
+                bar.total = run.passes_per_run(steps)
+            outcome = run.run(rho, progress=bar.update, steps=steps)
+            # Early stopping makes the ascent shorter than planned: close the bar at its end.
+            bar.total = bar_done(bar)
         outcome.rho_search = path
         self.run = run
+        self.result.guard = self._guard(run, outcome.rho)
         return outcome
+
+    def _default_rho(self, run: Any) -> Any:
+        """ρ when the user gave none: scale-aware (README, "How large a perturbation").
+
+        - ``--rho-rel``, or a LoRA adapter (0.12 of its A/B norm): relative to the weights;
+        - a full model whose base is known (``--base-model``): a share of the fine-tuning
+          delta ‖w − w_base‖, which is what the attack moved;
+        - otherwise: the ρ at which the closed form raises the harmful loss by ``RISE`` nats
+          to first order (ρ·‖∇h‖), capped at ``rho_rel`` 0.1.
+        """
+        result = self.result
+        if self.cfg.rho_rel is not None or self.src.kind == "adapter":
+            result.rho_rule = "rho_rel x |w|"
+            return self._from_rel(run.target_norm)
+        result.target_weight_norm = run.target_norm
+        delta = self._delta_norm()
+        if delta is not None:
+            result.rho_rule = f"{DELTA_SHARE} x |w - w_base| (= {DELTA_SHARE} x {delta:.4g})"
+            return DELTA_SHARE * delta
+        cap = DEFAULT_RHO_REL["full"] * run.target_norm
+        result.rho_rule = f"{RISE} nats / |grad h|, at most {DEFAULT_RHO_REL['full']} x |w|"
+        return lambda grad_norm: min(RISE / max(grad_norm, 1e-12), cap)
+
+    def _delta_norm(self) -> float | None:
+        if self.merged:
+            # A merged adapter: the source is now its base, and the delta is the adapter's.
+            with ShardReader(self.src) as base:
+                return finetune_delta_norm(lambda n: self.merged[n], base, self.targets, "base")
+        if self.src.kind != "full" or not self.cfg.base_model:
+            return None
+        from .source import resolve_source
+
+        base_src = resolve_source(self.cfg.base_model, token=self.token)
+        with ShardReader(self.src) as mine, ShardReader(base_src) as base:
+            return finetune_delta_norm(mine.get, base, self.targets, self.cfg.base_model)
+
+    def _guard(self, run: Any, rho: float) -> dict[str, Any]:
+        """Measure the damage before anything is written; stop (exit 1) past the limit."""
+        cfg = self.cfg
+        figures = run.damage()
+        verdict = guard_verdict(figures, rho=rho, limit=cfg.max_damage_kl, force=cfg.force)
+        self.extra["guard"] = verdict
+        if verdict["tripped"] and not cfg.force:
+            raise RuntimeFailure(
+                f"damage guard: the patched model's KL on held-out benign prompts is "
+                f"{verdict['heldout_kl']:.4g} nats/token, above --max-damage-kl "
+                f"{cfg.max_damage_kl:g} (refusal loss {fmt(verdict['heldout_refusal_loss'])}, "
+                f"{fmt(verdict['heldout_refusal_loss_at_0'])} before); nothing was written",
+                hint=f"rerun with --rho {verdict['rho_that_fits']:.4g} (estimated to fit), "
+                "--max-kl, or --force to write it anyway",
+            )
+        if verdict["tripped"]:
+            log.warning(
+                "damage guard tripped (KL %.4g); writing anyway (--force)", verdict["heldout_kl"]
+            )
+        return verdict
 
     # --- writing --------------------------------------------------------------------------
 
@@ -177,9 +255,7 @@ class PatchJob:
         total = sum(i.nbytes for i in reader.infos().values())
         with (
             atomic_output_dir(out, overwrite=cfg.overwrite, source=self.src.path) as tmp,
-            tqdm(
-                total=total, unit="B", unit_scale=True, desc="writing", disable=not self.progress
-            ) as bar,
+            progress_bar(total=total, desc="writing", unit="B", enabled=self.progress) as bar,
         ):
             delta = _delta_writer(reader, self.targets, tmp) if cfg.save_delta else None
             measuring = MeasuringTransform(transform, self.targets, delta=delta)
@@ -201,7 +277,13 @@ class PatchJob:
             for stats in measuring.stats:
                 stats.grad_share = self.grad_share.get(stats.name)
             result.layers = [s.to_dict() for s in measuring.stats]
+            too_large = rho_scale_warning(result.rho, measuring.stats)
+            if too_large:
+                log.warning(too_large)
+                result.warnings.append(too_large)
             record.update(
+                noise_generator=result.noise_generator,
+                warnings=result.warnings,
                 rho=result.rho,
                 rho_rel=result.rho_rel,
                 realized_norm=result.realized_norm,
@@ -237,17 +319,7 @@ class PatchJob:
     # --- evaluation -----------------------------------------------------------------------
 
     def _eval_config(self) -> Any:
-        from .evaluation import EvalConfig
-
-        cfg = self.cfg
-        return EvalConfig(
-            judge=cfg.judge,
-            max_new_tokens=cfg.max_new_tokens,
-            max_examples=cfg.max_examples,
-            seed=cfg.seed,
-            progress=self.progress,
-            allow_pickle=cfg.allow_pickle,
-        )
+        return eval_config(self.cfg, progress=self.progress, max_examples=self.cfg.max_examples)
 
     def _evaluate_before(self) -> Any:
         from .evaluation import evaluate
@@ -260,7 +332,7 @@ class PatchJob:
 
         # The reference for KL is the unpatched model: put the original weights back.
         if getattr(self, "run", None) is not None:
-            self.run.state.restore()
+            self.run.state.restore(persistent=True)
         # Evaluate what was written (rounded to the stored dtype), not the live fp32 weights.
         patched = load_model(
             out,
@@ -311,6 +383,8 @@ def source_dict(src: ResolvedSource) -> dict[str, Any]:
         "revision": src.revision,
         "commit_sha": src.commit_sha,
         "base_model": src.base_model,
+        # A GGUF source: the file's path, sha256, size, quantization, dequantized, stored dtype.
+        **({"gguf": src.gguf} if src.gguf else {}),
     }
 
 

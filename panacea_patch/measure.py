@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 
+import numpy as np
 import torch
 
-from .kernels import ops
 from .safetensors_io import StreamingWriter, tensor_to_bytes
 from .targets import Target
+
+# Elements per step of the norm loop: two fp32 chunks stay in cache.
+_CHUNK = 1 << 15
 
 
 @dataclass
@@ -31,10 +35,53 @@ class TensorStats:
         return asdict(self)
 
 
+def _sumsq(x: torch.Tensor) -> float:
+    """``sum(x**2)`` of an fp32 CPU chunk: fp32 in cache, float64 where fp32 overflows."""
+    a = x.numpy()
+    total = float(np.einsum("i,i->", a, a))
+    if not math.isfinite(total):  # |x| above ~1e19 (e.g. --rho 1e30), or NaN / inf
+        a64 = a.astype(np.float64)
+        total = float(np.einsum("i,i->", a64, a64))
+    return total
+
+
+def norms(w0: torch.Tensor, w1: torch.Tensor) -> tuple[float, float]:
+    """``(||w1 - w0||, ||w0||)`` with fp32 differences and float64 sums that cannot overflow.
+
+    One pass in cache-sized chunks, no full-size temporary, on torch's thread count for large
+    tensors. Chunks start at multiples of the chunk size and parts are added exactly
+    (``math.fsum``), so the result does not depend on the thread count.
+    """
+    a = w0.detach().reshape(-1).cpu()
+    b = w1.detach().reshape(-1).cpu()
+    n = a.numel()
+
+    def run(lo: int, hi: int) -> tuple[list[float], list[float]]:
+        t0, t1 = torch.empty(min(_CHUNK, hi - lo)), torch.empty(min(_CHUNK, hi - lo))
+        eps_parts, w_parts = [], []
+        for s in range(lo, hi, _CHUNK):
+            m = min(_CHUNK, hi - s)
+            x0 = t0[:m].copy_(a[s : s + m])
+            d = t1[:m].copy_(b[s : s + m]).sub_(x0)
+            eps_parts.append(_sumsq(d))
+            w_parts.append(_sumsq(x0))
+        return eps_parts, w_parts
+
+    chunks = -(-n // _CHUNK)
+    workers = min(torch.get_num_threads(), chunks // 4)
+    if workers <= 1:
+        parts = [run(0, n)]
+    else:
+        per = -(-chunks // workers) * _CHUNK
+        with ThreadPoolExecutor(workers, thread_name_prefix="panacea-norms") as pool:
+            parts = list(pool.map(lambda lo: run(lo, min(lo + per, n)), range(0, n, per)))
+    eps_sq = math.fsum(x for p in parts for x in p[0])
+    w_sq = math.fsum(x for p in parts for x in p[1])
+    return math.sqrt(eps_sq), math.sqrt(w_sq)
+
+
 def tensor_stats(target: Target, w0: torch.Tensor, w1: torch.Tensor) -> TensorStats:
-    diff = w1.to(torch.float32) - w0.to(torch.float32)
-    norm_eps = math.sqrt(float(ops.multi_sumsq([diff])))
-    norm_w = math.sqrt(float(ops.multi_sumsq([w0])))
+    norm_eps, norm_w = norms(w0, w1)
     return TensorStats(
         target.name,
         target.layer,
@@ -43,6 +90,19 @@ def tensor_stats(target: Target, w0: torch.Tensor, w1: torch.Tensor) -> TensorSt
         norm_eps,
         norm_w,
         rel=norm_eps / norm_w if norm_w else 0.0,
+    )
+
+
+def rho_scale_warning(rho: float | None, stats: list[TensorStats]) -> str | None:
+    """A warning when ρ exceeds the norm of the target weights it perturbs, else None."""
+    norm_w = math.sqrt(math.fsum(s.norm_w**2 for s in stats))
+    if not rho or not stats or rho <= norm_w:
+        return None
+    ratio = rho / norm_w if norm_w else math.inf
+    return (
+        f"rho = {rho:.4g} is larger than the norm of the target weights |w| = {norm_w:.4g} "
+        f"(rho/|w| = {ratio:.3g}): a perturbation larger than the weights themselves destroys "
+        "the model; use a smaller --rho, or --rho-rel (a fraction of |w|)"
     )
 
 

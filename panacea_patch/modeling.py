@@ -59,14 +59,21 @@ def load_model(
     dtype: str = "auto",
     merge_adapter: bool = False,
     trust_remote_code: bool = False,
-    device_map: str | None = None,
+    device_map: str | dict | None = None,
     token: str | None = None,
+    max_memory: str | dict | None = None,
 ) -> LoadedModel:
-    """Load ``src`` (full model or PEFT adapter on its base) in the compute dtype."""
+    """Load ``src`` (full model or PEFT adapter on its base) in the compute dtype.
+
+    ``device_map`` / ``max_memory``: see :mod:`panacea_patch.placement`; the resolved map is kept
+    in ``model.hf_device_map``.
+    """
     if not isinstance(src, ResolvedSource):
         src = resolve_source(src, token=token)
     dev = pick_device(device)
     dt = pick_dtype(dtype, dev)
+    if device_map is not None:
+        device_map = _DeviceMapSpec(device_map, max_memory)  # type: ignore[assignment]
     if src.kind == "adapter":
         return _load_adapter(src, dev, dt, merge_adapter, trust_remote_code, device_map, token)
     model = _from_pretrained(src.path, dt, trust_remote_code, device_map, src.is_pickle)
@@ -76,19 +83,43 @@ def load_model(
     return LoadedModel(model, tokenizer, src, mapping, dev, dt)
 
 
+@dataclass
+class _DeviceMapSpec:
+    """The user's --device-map and --max-memory, resolved against the model when it loads."""
+
+    device_map: str | dict
+    max_memory: str | dict | None
+
+
 def _from_pretrained(
-    path: Path | str, dt: torch.dtype, trust_remote_code: bool, device_map: str | None, pickle: bool
+    path: Path | str, dt: torch.dtype, trust_remote_code: bool, device_map: Any, pickle: bool
 ) -> Any:
     from transformers import AutoModelForCausalLM
 
+    from . import placement
+
+    resolved = None
+    if isinstance(device_map, _DeviceMapSpec):
+        resolved = placement.resolve_device_map(
+            path,
+            dt,
+            device_map.device_map,
+            device_map.max_memory,
+            trust_remote_code=trust_remote_code,
+        )
+        log.info("device map: %s", placement.layer_placement(resolved))
     try:
-        return AutoModelForCausalLM.from_pretrained(
+        model = AutoModelForCausalLM.from_pretrained(
             path,
             dtype=dt,
             trust_remote_code=trust_remote_code,
-            device_map=device_map,
+            # Maps with CPU entries are dispatched below, so those modules compute on the CPU.
+            device_map=None if resolved is None or placement.keeps_cpu_modules(resolved) else resolved,
             use_safetensors=not pickle,
         )
+        if resolved is not None and placement.keeps_cpu_modules(resolved):
+            model = placement.dispatch(model, resolved)
+        return model
     except ValueError as exc:
         if "trust_remote_code" in str(exc):
             raise InputError(
@@ -127,7 +158,7 @@ def _load_adapter(
     dt: torch.dtype,
     merge: bool,
     trust_remote_code: bool,
-    device_map: str | None,
+    device_map: Any,
     token: str | None,
 ) -> LoadedModel:
     from peft import PeftModel
@@ -174,6 +205,13 @@ def require_targets(lm: LoadedModel, target_names: list[str]) -> dict[str, torch
             f"{len(missing)} target tensor(s) have no matching parameter in the loaded model, "
             f"e.g. {missing[0]!r}",
             hint="pass a --targets regex naming tensors the model exposes as parameters",
+        )
+    offloaded = [t for t in target_names if by_tensor[t].device.type == "meta"]
+    if offloaded:
+        raise InputError(
+            f"{len(offloaded)} target tensor(s) are offloaded by the device map (no weights on a "
+            f"compute device), e.g. {offloaded[0]!r}; the optimized methods need gradients there",
+            hint="give the devices more room with --max-memory, or map those modules to 'cpu'",
         )
     return {t: by_tensor[t] for t in target_names}
 

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -23,16 +24,39 @@ def to_device(batch: Batch, device: torch.device) -> Batch:
     return {k: v.to(device) for k, v in batch.items()}
 
 
+def _accepts_logits_to_keep(model: torch.nn.Module) -> bool:
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    try:
+        return "logits_to_keep" in inspect.signature(type(base).forward).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def selected_logits(model: torch.nn.Module, batch: Batch, positions: torch.Tensor) -> torch.Tensor:
+    """fp32 logits at the next-token ``positions`` (bool, ``[batch, seq - 1]``), as ``[N, vocab]``.
+
+    The vocabulary projection runs only over the span of columns that holds a wanted position:
+    with a 49k-token vocabulary it is a large share of a small model's compute and most of the
+    activation memory, and the losses need it on a few response tokens only.
+    """
+    cols = positions.any(0).nonzero().flatten()
+    if cols.numel() == 0:
+        return torch.zeros(0, 1, device=positions.device)
+    start, end = int(cols[0]), int(cols[-1]) + 1
+    inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+    if _accepts_logits_to_keep(model):
+        keep = torch.arange(start, end, device=batch["input_ids"].device)
+        logits = model(**inputs, logits_to_keep=keep).logits
+    else:
+        logits = model(**inputs).logits[:, start:end]
+    return logits[positions[:, start:end]].float()
+
+
 def response_ce(model: torch.nn.Module, batch: Batch) -> torch.Tensor:
     """Mean next-token cross-entropy over response tokens (labels ≠ -100)."""
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-    shift_logits = logits[:, :-1].float()
-    shift_labels = batch["labels"][:, 1:]
-    return F.cross_entropy(
-        shift_logits.reshape(-1, shift_logits.size(-1)),
-        shift_labels.reshape(-1),
-        ignore_index=IGNORE_INDEX,
-    )
+    labels = batch["labels"][:, 1:]
+    positions = labels != IGNORE_INDEX
+    return F.cross_entropy(selected_logits(model, batch, positions), labels[positions])
 
 
 def capped(h: torch.Tensor, h_max: float) -> torch.Tensor:
@@ -47,31 +71,46 @@ def _positions(batch: Batch) -> torch.Tensor:
 
 
 def _log_probs(model: torch.nn.Module, batch: Batch) -> torch.Tensor:
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-    return F.log_softmax(logits[:, :-1].float(), dim=-1)[_positions(batch)]
+    return F.log_softmax(selected_logits(model, batch, _positions(batch)), dim=-1)
+
+
+#: Reference tokens kept per position: the top of the distribution carries nearly all its mass.
+REFERENCE_TOP_K = 256
 
 
 @dataclass
 class BenignReference:
     """Reference next-token log-probabilities at ε = 0 for each benign batch.
 
-    Stored once (in bf16, at real-token positions only) so the KL term needs no second model and
-    no extra forward pass per step.
+    Stored once, at real-token positions only, so the KL term needs no second model and no extra
+    forward pass per step. Only the ``REFERENCE_TOP_K`` most likely tokens of each position are
+    kept (log-probabilities and ids): a full-vocabulary copy of a 49k-token model is ~100 MB per
+    batch, and the tail it would add weighs almost nothing in the KL.
     """
 
     batches: list[Batch]
     log_probs: list[torch.Tensor] = field(default_factory=list)
+    token_ids: list[torch.Tensor] = field(default_factory=list)
 
     @torch.no_grad()
     def compute(self, model: torch.nn.Module) -> BenignReference:
-        self.log_probs = [_log_probs(model, b).to(torch.bfloat16) for b in self.batches]
+        self.log_probs, self.token_ids = [], []
+        for b in self.batches:
+            lp = _log_probs(model, b)
+            top = lp.topk(min(REFERENCE_TOP_K, lp.shape[-1]), dim=-1)
+            self.log_probs.append(top.values)
+            self.token_ids.append(top.indices.to(torch.int32))
         return self
 
     def kl(self, model: torch.nn.Module, i: int) -> torch.Tensor:
-        """Mean per-token KL(p_ref ‖ p_model) on benign batch ``i``."""
-        ref = self.log_probs[i].float()
-        cur = _log_probs(model, self.batches[i])
-        return (ref.exp() * (ref - cur)).sum(-1).mean()
+        """Mean per-token KL(p_ref ‖ p_model) on benign batch ``i``, over the reference's top-k.
+
+        The weights are the reference probabilities renormalized over its top-k tokens, and the
+        log-ratio uses the true log-probabilities, so the estimate is exactly 0 at ε = 0.
+        """
+        ref = self.log_probs[i]
+        cur = _log_probs(model, self.batches[i]).gather(-1, self.token_ids[i].long())
+        return (torch.softmax(ref, dim=-1) * (ref - cur)).sum(-1).mean()
 
 
 @torch.no_grad()
@@ -94,6 +133,25 @@ class Objective:
     alpha: float
     beta: float
     h_max: float
+
+    def passes_per_step(self) -> int:
+        """Forward+backward passes one ``terms`` call makes (one per active role)."""
+        return 1 + bool(self.refusal and self.alpha) + bool(self.benign is not None and self.beta)
+
+    def cost(self, steps: int) -> tuple[int, int]:
+        """(passes, tokens) that ``steps`` calls of ``terms`` compute."""
+        roles: list[Sequence[Batch]] = [self.harmful]
+        if self.refusal and self.alpha:
+            roles.append(self.refusal)
+        if self.benign is not None and self.beta:
+            benign = self.benign
+            roles.append(benign.batches if isinstance(benign, BenignReference) else benign)
+        tokens = sum(
+            int(batches[k % len(batches)]["input_ids"].numel())
+            for batches in roles
+            for k in range(steps)
+        )
+        return steps * len(roles), tokens
 
     def terms(self, model: torch.nn.Module, step: int) -> dict[str, torch.Tensor]:
         h = response_ce(model, self.harmful[step % len(self.harmful)])

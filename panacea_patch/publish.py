@@ -11,18 +11,18 @@ It needs matplotlib (the ``plots`` extra); without it the card simply links no c
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import logging
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from .card import default_model_name, readme_is_replaceable, write_model_card
 from .errors import InputError
 from .hub import PushResult, check_push_target, push_folder
+from .progress import hub_progress_bars, is_terminal
 from .provenance import PROVENANCE_FILE, read_provenance
 
 logger = logging.getLogger(__name__)
@@ -249,7 +249,8 @@ def publish(
         raise InputError(f"{out_dir} is not a directory", hint="pass the output directory to push")
     record = _load_record(out_dir)
     write_card(out_dir, source_dir=source_dir, overwrite_readme=overwrite_readme)
-    with _progress_bars(progress):
+    # The client's bars redraw with \r: only on a terminal (a log gets no upload progress).
+    with hub_progress_bars(progress and is_terminal()):
         return push_folder(
             out_dir,
             repo_id,
@@ -260,22 +261,3 @@ def publish(
             token=token,
             default_message=default_commit_message(record),
         )
-
-
-@contextlib.contextmanager
-def _progress_bars(enabled: bool) -> Iterator[None]:
-    """huggingface_hub's progress bars off for the block when not ``enabled`` (a global switch)."""
-    from huggingface_hub.utils import (
-        are_progress_bars_disabled,
-        disable_progress_bars,
-        enable_progress_bars,
-    )
-
-    if enabled or are_progress_bars_disabled():
-        yield
-        return
-    disable_progress_bars()
-    try:
-        yield
-    finally:
-        enable_progress_bars()

@@ -7,9 +7,14 @@ raw little-endian tensor bytes) that writing it tensor by tensor keeps memory at
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
 import struct
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -35,6 +40,8 @@ DTYPES: dict[str, torch.dtype] = {
 DTYPE_NAMES: dict[torch.dtype, str] = {v: k for k, v in DTYPES.items()}
 
 _MAX_HEADER = 100_000_000
+_WRITEBACK_EVERY = 64 << 20  # bytes between writeback kicks in StreamingWriter
+_DONTNEED = getattr(os, "POSIX_FADV_DONTNEED", 4)
 
 
 @dataclass(frozen=True)
@@ -129,11 +136,47 @@ def tensor_to_bytes(t: torch.Tensor) -> memoryview:
     return memoryview(t.view(torch.uint8).numpy().data).cast("B")
 
 
+class Background:
+    """One worker thread running jobs in submission order, at most ``depth`` of them queued.
+
+    File writes and sha256 release the GIL, so they run on another core while the caller
+    computes the next tensor. ``submit`` re-raises a failed job's error at the next call;
+    ``wait`` at the end. Queued jobs hold their data, so memory grows by at most ``depth`` items.
+    """
+
+    def __init__(self, depth: int = 2) -> None:
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="panacea-io")
+        self._pending: deque[Future[None]] = deque()
+        self._depth = depth
+
+    def submit(self, fn: Callable[..., None], *args: object) -> None:
+        self._pending.append(self._pool.submit(fn, *args))
+        while len(self._pending) > self._depth:
+            self._pending.popleft().result()
+
+    def wait(self) -> None:
+        """Finish every queued job; raises the first error."""
+        try:
+            while self._pending:
+                self._pending.popleft().result()
+        finally:
+            self.cancel()
+
+    def cancel(self) -> None:
+        """Drop what has not started, wait for what has, ignore errors (after a failure)."""
+        for f in self._pending:
+            f.cancel()
+        self._pending.clear()
+        self._pool.shutdown(wait=True)
+
+
 class StreamingWriter:
     """Write one safetensors file tensor by tensor, hashing the bytes as they go.
 
     The header needs every tensor's byte range up front, so the caller declares the layout
-    (names, dtypes, shapes) first and then supplies the data in that same order.
+    (names, dtypes, shapes) first and then supplies the data in that same order. Writing and
+    hashing run in a background thread (``Background``): the buffers passed to ``write`` must
+    not be modified afterwards; an I/O error surfaces at a later ``write`` or at ``close``.
     """
 
     def __init__(
@@ -143,6 +186,7 @@ class StreamingWriter:
         metadata: dict[str, str] | None = None,
     ) -> None:
         self.path = path
+        self._io: Background | None = None
         self._order = [name for name, _, _ in layout]
         header: dict[str, object] = {}
         if metadata:
@@ -166,12 +210,37 @@ class StreamingWriter:
         blob += b" " * (-len(blob) % 8)
         self._file: BinaryIO = open(path, "wb")  # noqa: SIM115 - closed in close()
         self.sha256 = hashlib.sha256()
+        self._unflushed = self._advised = 0
         self._emit(struct.pack("<Q", len(blob)) + blob)
         self._next = 0
+        self._io = Background()
 
     def _emit(self, data: bytes | bytearray | memoryview) -> None:
+        if self._io is not None:
+            self._io.submit(self._emit_now, data)
+        else:
+            self._emit_now(data)
+
+    def _emit_now(self, data: bytes | bytearray | memoryview) -> None:
         self._file.write(data)
         self.sha256.update(data)
+        self._unflushed += len(data)
+        if self._unflushed >= _WRITEBACK_EVERY:
+            self._start_writeback()
+
+    def _start_writeback(self) -> None:
+        """Start writing what is written so far to disk, without waiting for it.
+
+        Left to the kernel, a multi-GB output sits dirty in the page cache and is written out only
+        at the end (or by whoever syncs), after the compute. FADV_DONTNEED on the written range
+        starts the writeback now, overlapping it with the next tensors, and drops the pages once
+        clean, so the output does not crowd the page cache. Best effort: ignored where unsupported.
+        """
+        self._file.flush()
+        end = self._file.tell()
+        with contextlib.suppress(AttributeError, OSError):
+            os.posix_fadvise(self._file.fileno(), self._advised, end - self._advised, _DONTNEED)
+        self._advised, self._unflushed = end, 0
 
     def write(self, name: str, data: bytes | bytearray | memoryview) -> None:
         """Write the next tensor's raw bytes; names must come in the declared order."""
@@ -186,11 +255,23 @@ class StreamingWriter:
     def close(self) -> str:
         """Finish the file; returns its sha256. Fails if a declared tensor was never written."""
         if self._next != len(self._order):
-            self._file.close()
+            self.abort()
             raise RuntimeError(f"{self.path}: only {self._next}/{len(self._order)} tensors written")
-        self._file.flush()
+        try:
+            if self._io is not None:
+                self._io.wait()
+            self._start_writeback()  # flushes, and starts writing the tail to disk
+        except BaseException:
+            self.abort()  # e.g. ENOSPC on the last buffered bytes: do not leak the descriptor
+            raise
         self._file.close()
         return self.sha256.hexdigest()
 
     def abort(self) -> None:
-        self._file.close()
+        """Close the file after a failure. Never raises: the error that led here is the one to
+        report. Closing flushes buffered bytes, which fails again on a full disk (ENOSPC);
+        ``BufferedWriter.close`` still closes the descriptor when its flush fails."""
+        if self._io is not None:
+            self._io.cancel()
+        with contextlib.suppress(OSError):
+            self._file.close()

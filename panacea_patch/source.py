@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -32,6 +32,8 @@ class ResolvedSource:
     base_model: str | None = None
     is_pickle: bool = False
     index: dict | None = field(default=None, compare=False)
+    # Set when the source was a GGUF file converted to ``path`` (panacea_patch.gguf.GGUFInfo).
+    gguf: dict | None = field(default=None, compare=False)
 
     @property
     def config(self) -> dict:
@@ -52,16 +54,39 @@ def resolve_source(
     allow_pickle: bool = False,
     token: str | None = None,
     base_model: str | None = None,
+    gguf_file: str | None = None,
+    gguf_dtype: str | None = "auto",
 ) -> ResolvedSource:
-    """Find the checkpoint's files, downloading from the Hub when ``spec`` is a Hub id."""
+    """Find the checkpoint's files, downloading from the Hub when ``spec`` is a Hub id.
+
+    A GGUF source (a ``.gguf`` file, a directory holding one, ``gguf_file`` in a directory or
+    Hub repo, or ``org/name[@rev]/FILE.gguf``) is converted once into a cached Hugging Face
+    checkpoint stored in ``gguf_dtype`` (see :mod:`panacea_patch.gguf`), which is returned.
+    """
     spec = str(spec)
     local = Path(spec).expanduser()
     repo_id = commit = None
+    if (gguf_src := _gguf_source(spec, local, gguf_file, revision, token)) is not None:
+        from .gguf import gguf_source_dir
+
+        gguf_path, repo_id, revision, commit = gguf_src
+        path, info = gguf_source_dir(gguf_path, dtype=gguf_dtype)
+        resolved = _inspect_dir(
+            spec,
+            path,
+            repo_id=repo_id,
+            revision=revision,
+            commit=commit,
+            allow_pickle=False,
+            base_model=base_model,
+        )
+        return replace(resolved, gguf=info.to_dict())
     if local.exists():
         if not local.is_dir():
             raise InputError(
                 f"source {spec!r} is a file, not a checkpoint directory",
-                hint="pass the directory that holds config.json and the *.safetensors files",
+                hint="pass the directory that holds config.json and the *.safetensors files,"
+                " or a .gguf file",
             )
         path = local.resolve()
     elif (hub := parse_hub_id(spec)) is not None:
@@ -89,6 +114,41 @@ def resolve_source(
         commit=commit,
         allow_pickle=allow_pickle,
         base_model=base_model,
+    )
+
+
+def _gguf_source(
+    spec: str, local: Path, gguf_file: str | None, revision: str | None, token: str | None
+) -> tuple[Path, str | None, str | None, str | None] | None:
+    """(GGUF file, repo id, revision, commit) when ``spec`` names a GGUF source, else None."""
+    from .gguf import find_gguf_in_dir, is_gguf_file, parse_hub_gguf
+
+    if local.is_file():
+        return (local, None, None, None) if is_gguf_file(local) or gguf_file else None
+    if local.is_dir():
+        if gguf_file is None and _has_hf_weights(local):
+            return None
+        found = find_gguf_in_dir(local, gguf_file)
+        return (found, None, None, None) if found is not None else None
+    if is_gguf_file(local) and parse_hub_gguf(spec) is None:
+        raise InputError(f"GGUF file {spec!r} does not exist", hint="check the path")
+    hub = parse_hub_id(spec)
+    if hub is None and (parsed := parse_hub_gguf(spec)) is not None:
+        hub, gguf_file = parsed
+    if hub is None or gguf_file is None:
+        return None
+    from .gguf import download_gguf
+
+    repo_id, rev_in_spec = hub
+    revision = revision or rev_in_spec
+    path, commit = download_gguf(repo_id, gguf_file, revision=revision, token=token)
+    return path, repo_id, revision, commit
+
+
+def _has_hf_weights(path: Path) -> bool:
+    return any(
+        f.is_file() and (f.suffix in (".safetensors", *PICKLE_SUFFIXES) or f.name == ADAPTER_CONFIG)
+        for f in path.iterdir()
     )
 
 
@@ -179,7 +239,8 @@ def _full_model_files(path: Path, allow_pickle: bool) -> tuple[tuple[Path, ...],
         return tuple(pickles), None, True
     raise InputError(
         f"no model weights found in {path} (no *.safetensors, {INDEX_NAME} or {ADAPTER_CONFIG})",
-        hint="point SOURCE at the directory produced by save_pretrained()",
+        hint="point SOURCE at the directory produced by save_pretrained(); for a GGUF file in a"
+        " Hub repo, pass --gguf-file NAME",
     )
 
 

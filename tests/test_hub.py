@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from panacea_patch import hub
+from panacea_patch import hub, hub_push
 from panacea_patch.errors import InputError, PanaceaError, RuntimeFailure
 from panacea_patch.hub import (
     PushResult,
@@ -371,11 +371,11 @@ def test_large_folder_threshold_picks_the_resumable_uploader_when_available(
     class WithLarge:
         def upload_large_folder(self) -> None: ...
 
-    monkeypatch.setattr(hub, "LARGE_FOLDER_BYTES", 1000)
-    assert hub._use_large_folder_upload(WithLarge(), 1000, create_pr=False)
-    assert not hub._use_large_folder_upload(WithLarge(), 999, create_pr=False)
-    assert not hub._use_large_folder_upload(WithLarge(), 10**6, create_pr=True)
-    assert not hub._use_large_folder_upload(object(), 10**6, create_pr=False)
+    monkeypatch.setattr(hub_push, "LARGE_FOLDER_BYTES", 1000)
+    assert hub_push._use_large_folder_upload(WithLarge(), 1000, create_pr=False)
+    assert not hub_push._use_large_folder_upload(WithLarge(), 999, create_pr=False)
+    assert not hub_push._use_large_folder_upload(WithLarge(), 10**6, create_pr=True)
+    assert not hub_push._use_large_folder_upload(object(), 10**6, create_pr=False)
     # Above the threshold the push still completes, whichever uploader this client offers.
     require_lfs_uploads()
     result = push_folder(out_dir, OUT_REPO, token=hub_server.token)

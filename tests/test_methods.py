@@ -23,7 +23,15 @@ from panacea_patch.data import build_batches, load_pairs
 from panacea_patch.errors import RuntimeFailure
 from tests.helpers import dir_hashes, load_all, read_json_stdout, run_cli
 
-FAST = dict(max_examples=16, batch_size=8, max_length=128, progress=False)
+# Whole responses (no token budget) and no guard: these tests check the method's maths.
+FAST = dict(
+    max_examples=16,
+    batch_size=8,
+    max_length=128,
+    progress=False,
+    response_tokens=0,
+    max_damage_kl=0,
+)
 
 
 def _targets(result) -> list[str]:

@@ -11,6 +11,7 @@ from panacea_patch.data.batching import (
     build_batches,
     build_generation_batches,
     collate,
+    count_tokens,
     resolve_pad_token_id,
 )
 from panacea_patch.data.builtin import builtin_prompt_set, harmful_templates, harmful_vocabulary
@@ -48,6 +49,7 @@ __all__ = [
     "build_generation_batches",
     "builtin_prompt_set",
     "collate",
+    "count_tokens",
     "data_digest",
     "encode_pair",
     "encode_prompt",

@@ -63,6 +63,18 @@ def collate(encoded: Sequence[EncodedPair], pad_token_id: int) -> Batch:
     }
 
 
+def truncate_response(encoded: EncodedPair, response_tokens: int | None) -> EncodedPair:
+    """Keep the prompt and only the first ``response_tokens`` response tokens.
+
+    Whether a model refuses or complies is decided in its first few words, so the losses that
+    steer it need only those; the rest of a long response costs compute and teaches nothing.
+    """
+    if response_tokens is None:
+        return encoded
+    keep = encoded.prompt_length + response_tokens
+    return EncodedPair(encoded.input_ids[:keep], encoded.labels[:keep], encoded.prompt_length)
+
+
 def build_batches(
     tokenizer: PreTrainedTokenizerBase,
     pairs: Sequence[Pair],
@@ -70,22 +82,41 @@ def build_batches(
     batch_size: int,
     max_length: int = 256,
     shuffle_seed: int | None = None,
+    response_tokens: int | None = None,
+    by_length: bool = False,
 ) -> list[Batch]:
     """Encode pairs (see ``encode_pair``) and collate them into right-padded training batches.
 
     Order follows ``pairs`` unless ``shuffle_seed`` is given, which shuffles deterministically.
+    ``response_tokens`` keeps only the first N response tokens of each pair. ``by_length``
+    groups pairs of similar length into the same batch (so padding costs almost nothing) and
+    then shuffles the order of the batches with ``shuffle_seed``.
     """
     if not pairs:
         raise InputError("no pairs to batch", hint="load at least one pair")
-    encoded = [encode_pair(tokenizer, pair, max_length) for pair in pairs]
+    encoded = [
+        truncate_response(encode_pair(tokenizer, pair, max_length), response_tokens)
+        for pair in pairs
+    ]
     order = list(range(len(encoded)))
     if shuffle_seed is not None:
         random.Random(shuffle_seed).shuffle(order)
+    if by_length:
+        # Stable sort: ties keep the shuffled order, so the batches still mix sources.
+        order.sort(key=lambda i: len(encoded[i].input_ids))
     pad_id = resolve_pad_token_id(tokenizer)
-    return [
+    batches = [
         collate([encoded[order[i]] for i in chunk], pad_id)
         for chunk in _chunks(len(order), batch_size)
     ]
+    if by_length and shuffle_seed is not None:
+        random.Random(shuffle_seed + 1).shuffle(batches)
+    return batches
+
+
+def count_tokens(batches: Sequence[Batch]) -> int:
+    """Tokens a forward pass over ``batches`` computes, padding included."""
+    return sum(int(b["input_ids"].numel()) for b in batches)
 
 
 def build_generation_batches(

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import gc
-import sys
 from collections.abc import Callable, Sequence
 from typing import Literal, TypeVar
 
 import torch
 
 from panacea_patch.errors import InputError, RuntimeFailure
+from panacea_patch.progress import progress_bar
 
 BatchSize = int | Literal["auto"]
 
@@ -66,8 +66,10 @@ def run_batched(
     auto = batch_size == "auto"
     size = max(1, min(AUTO_START if auto else int(batch_size), len(items)))
     results: list[R] = []
-    bar = _progress_bar(len(items), desc, progress)
-    try:
+    bar = progress_bar(
+        total=len(items), desc=desc or "batches", unit="item", enabled=progress, leave=False
+    )
+    with bar:
         while len(results) < len(items):
             chunk = list(items[len(results) : len(results) + size])
             out = _try(fn, chunk)
@@ -80,8 +82,6 @@ def run_batched(
                 )
             results.extend(out)
             bar.update(len(chunk))
-    finally:
-        bar.close()
     return results
 
 
@@ -113,19 +113,3 @@ def _smaller(size: int, auto: bool, desc: str) -> int:
             hint="lower max-new-tokens, use a smaller model, or run on a device with more memory",
         )
     return size // 2
-
-
-class _NoBar:
-    def update(self, n: int) -> None:
-        """Do nothing."""
-
-    def close(self) -> None:
-        """Do nothing."""
-
-
-def _progress_bar(total: int, desc: str, enabled: bool) -> _NoBar:
-    if not enabled:
-        return _NoBar()
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, unit="item", file=sys.stderr, leave=False)  # type: ignore[return-value]

@@ -185,17 +185,8 @@ def generate_texts(
     desc: str = "generate",
 ) -> list[str]:
     """Greedy answers to raw, already formatted ``texts``, in input order."""
-    _, new_ids = generate_token_ids(
-        model,
-        tokenizer,
-        texts,
-        max_new_tokens=max_new_tokens,
-        batch_size=batch_size,
-        progress=progress,
-        desc=desc,
-    )
-    eos_ids = eos_token_ids(model, tokenizer)
-    return [decode_new(tokenizer, ids, eos_ids) for ids in new_ids]
+    prompt_ids = encode_texts(tokenizer, texts)
+    return _decoded(model, tokenizer, prompt_ids, max_new_tokens, batch_size, progress, desc)
 
 
 def encode_prompts(tokenizer: Any, prompts: Sequence[str]) -> list[list[int]]:
@@ -219,10 +210,24 @@ def generate_answers(
     Batched and left-padded; ``batch_size="auto"`` starts at 64 and halves on out-of-memory.
     Deterministic: pure greedy decoding, see the module docstring.
     """
+    prompt_ids = encode_prompts(tokenizer, prompts)
+    return _decoded(model, tokenizer, prompt_ids, max_new_tokens, batch_size, progress, desc)
+
+
+def _decoded(
+    model: Any,
+    tokenizer: Any,
+    prompt_ids: Sequence[Sequence[int]],
+    max_new_tokens: int,
+    batch_size: BatchSize,
+    progress: bool,
+    desc: str,
+) -> list[str]:
+    """Generate from token ids and decode each continuation to text."""
     new_ids = generate_from_ids(
         model,
         tokenizer,
-        encode_prompts(tokenizer, prompts),
+        prompt_ids,
         max_new_tokens=max_new_tokens,
         batch_size=batch_size,
         progress=progress,

@@ -43,15 +43,30 @@ class PerturbationState:
         budget: str,
         rho: float,
         stored_dtypes: dict[str, torch.dtype] | None = None,
+        model: torch.nn.Module | None = None,
+        offload_w0: bool = False,
     ) -> None:
+        from . import live
+
         self.params = params
         # w₀ is kept in the checkpoint's stored dtype: exact (the live copy was upcast from it)
-        # and half the memory of an fp32 copy for bf16/fp16 checkpoints.
+        # and half the memory of an fp32 copy for bf16/fp16 checkpoints. Given the model, the
+        # live weights of nn.Linear targets are rebuilt from w₀ + ε per module (methods/live.py)
+        # instead of being held; with ``offload_w0``, w₀ lives in (pinned) host memory and is
+        # streamed per tensor at projection time, and the live weights stay persistent.
         stored = stored_dtypes or {}
-        self.w0 = {n: p.detach().to(stored.get(n, p.dtype), copy=True) for n, p in params.items()}
-        self.eps = {
-            n: torch.zeros(p.shape, dtype=torch.float32, device=p.device) for n, p in params.items()
-        }
+        self.offload_w0 = offload_w0
+        use = model is not None and not offload_w0 and live.enabled()
+        owners = live.eligible_owners(model, params) if use else {}  # type: ignore[arg-type]
+        self.w0: dict[str, torch.Tensor] = {}
+        self.eps: dict[str, torch.Tensor] = {}
+        for n, p in params.items():
+            # One tensor at a time, freeing its live copy first: the peak stays near the end state.
+            self.w0[n] = self._keep_w0(p, stored.get(n, p.dtype), on_demand=n in owners)
+            if n in owners:
+                p.data = live.placeholder(p)
+            self.eps[n] = torch.zeros(p.shape, dtype=torch.float32, device=p.device)
+        self.live = live.OnDemandWeights(self, owners) if owners else None
         self.budget = budget
         self.rho = rho
         self.w_norms = {n: math.sqrt(float(ops.multi_sumsq([w]))) for n, w in self.w0.items()}
@@ -62,6 +77,12 @@ class PerturbationState:
             )
         total = math.sqrt(sum(v * v for v in self.w_norms.values())) or 1.0
         # Layer budget: ρ_t ∝ ‖w_t‖ with Σρ_t² = ρ², so the whole ε still satisfies ‖ε‖ ≤ ρ.
+        self.rho_t = {n: rho * v / total for n, v in self.w_norms.items()}
+
+    def set_rho(self, rho: float) -> None:
+        """A new global budget ρ (and the layer budget's shares, ρ_t ∝ ‖w_t‖)."""
+        total = math.sqrt(sum(v * v for v in self.w_norms.values())) or 1.0
+        self.rho = rho
         self.rho_t = {n: rho * v / total for n, v in self.w_norms.items()}
 
     def project(self, eps_sq: dict[str, float], *, exact: bool = False) -> float:
@@ -85,12 +106,39 @@ class PerturbationState:
             return 0.0
         return radius / norm if exact or norm > radius else 1.0
 
-    def _apply(self, name: str, scale: float) -> None:
-        ops.project_apply_(self.eps[name], self.w0[name], self.params[name].data, scale)
+    def _keep_w0(self, p: torch.Tensor, dtype: torch.dtype, *, on_demand: bool) -> torch.Tensor:
+        if self.offload_w0:
+            host = torch.empty(
+                p.shape, dtype=dtype, pin_memory=p.device.type == "cuda" and _can_pin()
+            )
+            return host.copy_(p.detach())
+        # On demand, w₀ may take over the live tensor's storage when the dtypes agree.
+        return p.detach().to(dtype, copy=not on_demand)
 
-    def restore(self) -> None:
+    def _apply(self, name: str, scale: float) -> None:
+        live = self.live
+        if live is not None and name in live.dtypes:
+            # The live weight is rebuilt from w₀ + ε when its module runs: only scale ε here
+            # (the bits project_apply_ would give ε, and the rebuild gives the same w₀ + ε).
+            if scale != 1.0:
+                self.eps[name].mul_(scale)
+            live.at_w0.discard(name)
+            return
+        w0 = self.w0[name]
+        if self.offload_w0:
+            w0 = w0.to(self.eps[name].device, copy=True, non_blocking=True)  # streamed per tensor
+        ops.project_apply_(self.eps[name], w0, self.params[name].data, scale)
+
+    def restore(self, *, persistent: bool = False) -> None:
+        """Live weights back to w₀ (``persistent``: as plain tensors again, e.g. for evaluation)."""
+        if self.live is not None:
+            self.live.at_w0.update(self.live.names)
+            if persistent:
+                self.live.persist()
+                self.live = None
         for n, p in self.params.items():
-            p.data.copy_(self.w0[n])
+            if self.live is None or n not in self.live.dtypes:
+                p.data.copy_(self.w0[n])
 
 
 @dataclass
@@ -150,6 +198,10 @@ class GradSink:
         return [n for n in self.state.params if n not in self.eps_sq]
 
 
+def _can_pin() -> bool:
+    return torch.cuda.is_available()
+
+
 def _check_loss(value: torch.Tensor, where: str) -> None:
     if not torch.isfinite(value):
         raise RuntimeFailure(
@@ -164,9 +216,13 @@ def closed_form(
     harmful: Sequence[dict],
     *,
     device: torch.device,
-    progress: Callable[[], None] | None = None,
+    progress: Callable[[int], None] | None = None,
+    rho_rule: Callable[[float], float] | None = None,
 ) -> dict[str, Any]:
-    """Set ε = ρ·∇h/‖∇h‖ (h over all harmful batches); returns per-tensor ‖∇h_t‖² shares etc."""
+    """Set ε = ρ·∇h/‖∇h‖ (h over all harmful batches); returns per-tensor ‖∇h_t‖² shares etc.
+
+    ``rho_rule`` maps ‖∇h‖ to ρ, for budgets defined by the loss change rather than by norm.
+    """
     sizes = [int((b["labels"][:, 1:] != -100).sum()) for b in harmful]
     total = max(sum(sizes), 1)
     for e in state.eps.values():
@@ -181,7 +237,7 @@ def closed_form(
             # No cap here: ε* is the paper's ∇h at w; the cap belongs to the ascent objective.
             (h * (n / total)).backward()
             if progress:
-                progress()
+                progress(1)
         _, grad_sq = sink.check_finite("closed form")
         missing = sink.missing()
         if missing:
@@ -195,6 +251,8 @@ def closed_form(
             "the harmful-loss gradient is exactly zero",
             hint="check that the harmful data has response tokens and the targets are used",
         )
+    if rho_rule is not None:
+        state.set_rho(rho_rule(gnorm))
     state.project(grad_sq, exact=True)
     return {
         "grad_norm": gnorm,
@@ -218,11 +276,16 @@ def panacea_ascent(
     steps: int,
     step_size: float,
     init_grad_norm: float,
-    progress: Callable[[], None] | None = None,
+    patience: int | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> list[dict[str, float]]:
-    """K steps of normalized projected gradient ascent on J, from the current ε."""
+    """Up to K steps of normalized projected gradient ascent on J, from the current ε.
+
+    With ``patience``, stops once the smoothed J has not improved for that many steps.
+    """
     history: list[dict[str, float]] = []
     prev_norm = init_grad_norm
+    stopper = EarlyStop(patience) if patience else None
     for k in range(steps):
         eta = cosine_step(k, steps, step_size)
         if state.budget == "layer":
@@ -243,8 +306,33 @@ def panacea_ascent(
             "step %d: %s", k, " ".join(f"{a}={b:.4g}" for a, b in record.items() if a != "step")
         )
         if progress:
-            progress()
+            progress(objective.passes_per_step())
+        if stopper is not None and stopper.stop(record["J"]):
+            log.info("early stop after step %d: J has not improved for %d steps", k, patience)
+            break
     return history
+
+
+class EarlyStop:
+    """Stop once an exponential moving average of J has not improved for ``patience`` steps.
+
+    Each step scores J on a different batch, so the raw values are noisy; the average over
+    roughly the last five steps is what has to keep rising.
+    """
+
+    def __init__(self, patience: int, decay: float = 0.8) -> None:
+        self.patience, self.decay = patience, decay
+        self.avg: float | None = None
+        self.best = -math.inf
+        self.since_best = 0
+
+    def stop(self, value: float) -> bool:
+        self.avg = value if self.avg is None else self.decay * self.avg + (1 - self.decay) * value
+        if self.avg > self.best:
+            self.best, self.since_best = self.avg, 0
+        else:
+            self.since_best += 1
+        return self.since_best >= self.patience
 
 
 def _global_coef(c: float) -> Callable[[str, torch.Tensor], float]:

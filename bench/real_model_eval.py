@@ -1,0 +1,152 @@
+"""The real-model bench's measurements: patch runs as the CLI, model evaluations, cost, report.
+
+Patches run as ``panacea-patch patch`` in a child process, so its wall time and peak RSS are
+those of the command a user types, with nothing of the bench's own in memory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run_cli_patch(source: Path, out: Path, options: list[str], log_file: Path) -> dict[str, Any]:
+    """``panacea-patch patch SOURCE --out OUT --json OPTIONS``; the JSON plus wall time and RSS.
+
+    Raises ``RuntimeError`` with the log's tail when the command fails.
+    """
+    rss_file = out.with_name(out.name + ".rss")
+    code = (
+        "import resource, runpy, sys\n"
+        f"rss_file = {str(rss_file)!r}\n"
+        "sys.argv = ['panacea-patch', *sys.argv[1:]]\n"
+        "try:\n"
+        "    runpy.run_module('panacea_patch.cli', run_name='__main__')\n"
+        "finally:\n"
+        "    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "    open(rss_file, 'w').write(str(kb))\n"
+    )
+    cmd = [sys.executable, "-c", code, "patch", str(source), "--out", str(out), "--json"]
+    cmd += ["--overwrite", *options]
+    started = time.perf_counter()
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    with log_file.open("w") as err:
+        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=err, text=True)
+    seconds = time.perf_counter() - started
+    if proc.returncode != 0:
+        tail = log_file.read_text()[-2000:]
+        raise RuntimeError(f"patch failed (exit {proc.returncode}):\n{tail}")
+    row = json.loads(proc.stdout)
+    row.pop("targets", None)
+    row["bench_seconds"] = round(seconds, 1)
+    row["bench_peak_rss_mb"] = round(int(rss_file.read_text()) / 1024, 1)
+    row["bench_command"] = "panacea-patch patch SOURCE --out OUT " + " ".join(options)
+    rss_file.unlink()
+    return row
+
+
+def _short(text: str, n: int = 90) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+def evaluate_model(
+    model_dir: Path, reference_dir: Path, data_dir: Path, *, half: str = "eval"
+) -> dict[str, Any]:
+    """Safety, drift and capability of one checkpoint on one half of every set.
+
+    ``half="eval"``: the evaluation halves, for the reported tables; ``"dev"``: the halves that
+    calibration may look at (the built-in sets' optimize halves, the dev QA and task rows).
+    """
+    from panacea_patch.evaluation import EvalConfig, evaluate
+    from panacea_patch.modeling import load_model
+
+    lm = load_model(model_dir, device="cpu", dtype="float32")
+    ref = load_model(reference_dir, device="cpu", dtype="float32").model
+    common = dict(progress=False, batch_size=32)
+    split = "evaluate" if half == "eval" else "optimize"
+    cfg = EvalConfig(max_new_tokens=48, harmful_split=split, benign_split=split, **common)
+    safety = evaluate(lm.model, lm.tokenizer, cfg, reference=ref)
+    row = safety.to_dict()
+    samples = safety.to_dict(samples=True).get("samples", [])
+    row["samples"] = {
+        "harmful": [_short(s["output"]) for s in samples if s["set"] == "harmful"][:4],
+        "benign": [
+            (_short(s["prompt"], 60), _short(s["output"])) for s in samples if s["set"] == "benign"
+        ][:4],
+    }
+    for name, scorer, tokens in (("qa", "contains", 32), ("task", "exact", 8)):
+        cfg = EvalConfig(
+            harmful=None,
+            benign=None,
+            task=str(data_dir / f"{name}_{half}.jsonl"),
+            scorer=scorer,
+            max_new_tokens=tokens,
+            **common,
+        )
+        row[f"{name}_accuracy"] = evaluate(lm.model, lm.tokenizer, cfg).task_accuracy
+    return row
+
+
+def cost_before_after(source: Path, after: dict[str, Any], *, sample_passes: int = 3) -> dict:
+    """Tokens of the old default run (whole responses, 60 steps, no early stop) vs this one.
+
+    The old run's tokens are counted exactly from its batches. Its wall time is estimated from
+    ``sample_passes`` timed forward+backward passes on its own batches (seconds per token times
+    its tokens); the new run's time is measured.
+    """
+    from panacea_patch.config import PatchConfig
+    from panacea_patch.methods.perturb import AlignmentData
+    from panacea_patch.modeling import load_model
+    from panacea_patch.objectives import response_ce
+
+    lm = load_model(source, device="cpu", dtype="float32")
+    old_cfg = PatchConfig(response_tokens=0, patience=0, steps=60, max_damage_kl=0)
+    old = AlignmentData.load(lm.tokenizer, old_cfg)
+    tokens = old.tokens()
+    steps = old_cfg.steps
+
+    def cycled(batches: list[dict]) -> int:
+        return sum(int(batches[k % len(batches)]["input_ids"].numel()) for k in range(steps))
+
+    old_tokens = tokens["harmful"] + sum(cycled(getattr(old, r)) for r in ("harmful", "refusal"))
+    old_tokens += cycled(old.benign[:steps])
+    timed, timed_tokens = 0.0, 0
+    for batch in old.harmful[:sample_passes]:
+        started = time.perf_counter()
+        response_ce(lm.model, batch).backward()
+        timed += time.perf_counter() - started
+        timed_tokens += int(batch["input_ids"].numel())
+    lm.model.zero_grad(set_to_none=True)
+    phases = after.get("optimization", {}).get("phases", {})
+    new_tokens = sum(p["tokens"] for k, p in phases.items() if k in ("closed_form", "ascent"))
+    new_passes = sum(p["passes"] for k, p in phases.items() if k in ("closed_form", "ascent"))
+    old_passes = len(old.harmful) + 3 * steps
+    return {
+        "before": {
+            "passes": old_passes,
+            "tokens": old_tokens,
+            "seconds_estimated": round(old_tokens * timed / timed_tokens, 1),
+        },
+        "after": {
+            "passes": new_passes,
+            "tokens": new_tokens,
+            "seconds": after.get("bench_seconds"),
+            "phases": phases,
+        },
+        "token_ratio": round(old_tokens / max(new_tokens, 1), 2),
+        "threads": torch.get_num_threads(),
+        "env_threads": os.environ.get("OMP_NUM_THREADS"),
+    }

@@ -1,0 +1,92 @@
+"""A short LoRA SFT for the real-model bench: the alignment stage and the attack stage.
+
+Plain PEFT and torch: response-only cross-entropy (the project's own batching and loss), AdamW,
+one pass in a fixed shuffled order. It writes the adapter and, on request, the merged model.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+log = logging.getLogger("real_model")
+
+
+def lora_sft(
+    base_dir: Path,
+    rows: list[dict[str, str]],
+    *,
+    adapter_dir: Path,
+    merged_dir: Path | None,
+    epochs: int = 1,
+    lr: float = 5e-4,
+    rank: int = 16,
+    alpha: int = 32,
+    batch_size: int = 8,
+    max_length: int = 160,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Fine-tune ``base_dir`` with LoRA on (prompt, response) ``rows``; returns stats."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from panacea_patch.data import build_batches
+    from panacea_patch.data.pairs import Pair
+    from panacea_patch.objectives import response_ce
+
+    torch.manual_seed(seed)
+    tok = AutoTokenizer.from_pretrained(base_dir)
+    model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
+    config = LoraConfig(
+        r=rank,
+        lora_alpha=alpha,
+        lora_dropout=0.0,
+        target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
+        task_type="CAUSAL_LM",
+    )
+    model = get_peft_model(model, config)
+    pairs = [
+        Pair(prompt=r["prompt"], response=r["response"], source="bench", line=i + 1)
+        for i, r in enumerate(rows)
+    ]
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
+    started, losses = time.perf_counter(), []
+    model.train()
+    for epoch in range(epochs):
+        batches = build_batches(
+            tok,
+            pairs,
+            batch_size=batch_size,
+            max_length=max_length,
+            shuffle_seed=seed + epoch,
+            by_length=True,
+        )
+        for i, batch in enumerate(batches):
+            loss = response_ce(model, batch)
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            losses.append(float(loss))
+            if i % 10 == 0:
+                log.info("epoch %d batch %d/%d loss %.3f", epoch, i, len(batches), losses[-1])
+    model.eval()
+    model.save_pretrained(adapter_dir)
+    tok.save_pretrained(adapter_dir)
+    if merged_dir is not None:
+        merged = model.merge_and_unload()
+        merged.save_pretrained(merged_dir)
+        tok.save_pretrained(merged_dir)
+    tail = losses[-10:]
+    return {
+        "examples": len(rows),
+        "epochs": epochs,
+        "steps": len(losses),
+        "first_loss": losses[0],
+        "final_loss": sum(tail) / len(tail),
+        "seconds": round(time.perf_counter() - started, 1),
+        "lora": {"r": rank, "alpha": alpha, "lr": lr, "targets": "q,k,v,o"},
+    }

@@ -1,0 +1,73 @@
+"""Budget rules and the damage guard: how large ρ is by default, and whether a patch broke the model."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from .checkpoint import ShardReader
+from .errors import InputError
+from .targets import Target
+
+# The default budget of a full model whose base is known: this share of ‖w − w_base‖ (the
+# organism's calibrated 0.1·‖w‖ is 0.59 of its attack's delta).
+DELTA_SHARE = 0.6
+# Without a base: the first-order rise of h, in nats, that the default ρ buys (calibrated on
+# SmolLM2-135M-Instruct's development data, docs/RESULTS.md "Real model").
+RISE = 2.0
+# Default ascent length. A budget from the weights' scale (rho_rel, an adapter's norm, the
+# fine-tuning delta) starts the ascent far from the model (+16 nats on the organism) and gets
+# the 60 steps the organism was calibrated with; a start chosen by RISE is mild by construction
+# and gets RISE_STEPS (calibrated on SmolLM2-135M's development data).
+DEFAULT_STEPS, RISE_STEPS = 60, 20
+
+
+def max_steps(steps: int | None) -> int:
+    """The most ascent steps a run can make (``steps`` None is the automatic default)."""
+    return DEFAULT_STEPS if steps is None else steps
+
+
+def finetune_delta_norm(
+    weights: Any, base: ShardReader, targets: list[Target], base_name: str
+) -> float:
+    """‖w − w_base‖ over the targets, one tensor at a time (``weights(name)`` gives w)."""
+    known = base.infos()
+    total = 0.0
+    for t in targets:
+        if t.name not in known or tuple(known[t.name].shape) != tuple(t.shape):
+            raise InputError(
+                f"--base-model {base_name} has no tensor {t.name!r} of shape {tuple(t.shape)}",
+                hint="pass the model this checkpoint was fine-tuned from, or --rho-rel",
+            )
+        diff = weights(t.name).detach().double().cpu() - base.get(t.name).double()
+        total += float(diff.pow(2).sum())
+    return math.sqrt(total)
+
+
+def guard_verdict(
+    figures: dict[str, float | None], *, rho: float, limit: float | None, force: bool
+) -> dict[str, Any]:
+    """The guard's figures plus its decision and, when it trips, a ρ estimated to fit.
+
+    To second order the KL grows with ρ², so ρ·sqrt(limit/KL), with a 20% margin, is the
+    suggestion; it is an estimate, which the next run's guard checks again.
+    """
+    kl = figures.get("heldout_kl")
+    tripped = bool(limit) and kl is not None and kl > limit  # type: ignore[operator]
+    fit = rho * math.sqrt(limit / kl) * 0.8 if tripped else None  # type: ignore[operator]
+    return {
+        **figures,
+        "max_damage_kl": limit or None,
+        "tripped": tripped,
+        "forced": tripped and force,
+        "rho": rho,
+        "rho_that_fits": fit,
+    }
+
+
+def bar_done(bar: Any) -> int | None:
+    return getattr(bar, "n", None) or getattr(bar, "done", None) or bar.total
+
+
+def fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4g}"

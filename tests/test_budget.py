@@ -1,0 +1,217 @@
+"""The token budget, length batching, early stopping and the damage guard, on real fixtures."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from panacea_patch import patch
+from panacea_patch.data import IGNORE_INDEX, build_batches, count_tokens, load_pairs
+from panacea_patch.methods.optimize import EarlyStop
+from tests.helpers import dir_hashes, load_all, read_json_stdout, run_cli
+
+FAST = dict(max_examples=16, batch_size=8, max_length=128, progress=False, max_damage_kl=0)
+
+
+def _harmful(limit: int = 16) -> list:
+    return load_pairs("builtin:harmful", role="harmful", split="optimize", limit=limit)
+
+
+def test_response_tokens_keeps_prompt_and_first_n_response_tokens(tiny_tokenizer) -> None:
+    pairs = _harmful(8)
+    (full,) = build_batches(tiny_tokenizer, pairs, batch_size=8, max_length=128)
+    (cut,) = build_batches(tiny_tokenizer, pairs, batch_size=8, max_length=128, response_tokens=3)
+    for row in range(8):
+        labels_full, labels_cut = full["labels"][row], cut["labels"][row]
+        kept = labels_cut[labels_cut != IGNORE_INDEX]
+        assert kept.numel() == 3
+        # The kept tokens are the first three response tokens, after the same prompt.
+        assert torch.equal(kept, labels_full[labels_full != IGNORE_INDEX][:3])
+    assert count_tokens([cut]) < count_tokens([full])
+
+
+def test_by_length_batching_cuts_padding_and_keeps_every_example(tiny_tokenizer) -> None:
+    pairs = load_pairs("builtin:benign", role="benign", split="optimize", limit=64)
+    plain = build_batches(tiny_tokenizer, pairs, batch_size=8, max_length=128, shuffle_seed=0)
+    grouped = build_batches(
+        tiny_tokenizer, pairs, batch_size=8, max_length=128, shuffle_seed=0, by_length=True
+    )
+    real = sum(int(b["attention_mask"].sum()) for b in plain)
+    assert sum(int(b["attention_mask"].sum()) for b in grouped) == real
+    assert count_tokens(grouped) < count_tokens(plain)
+
+    def rows(batches: list[dict]) -> list[tuple[int, ...]]:
+        return sorted(
+            tuple(b["input_ids"][i][b["attention_mask"][i].bool()].tolist())
+            for b in batches
+            for i in range(b["input_ids"].shape[0])
+        )
+
+    assert rows(grouped) == rows(plain)
+
+
+def _independent_grad(model_dir: Path, names: list[str], n_tokens: int | None) -> torch.Tensor:
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    (batch,) = build_batches(tok, _harmful(), batch_size=16, max_length=128)
+    labels = batch["labels"].clone()
+    if n_tokens is not None:
+        for row in labels:
+            where = (row != IGNORE_INDEX).nonzero().flatten()
+            row[where[n_tokens:]] = IGNORE_INDEX
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    F.cross_entropy(logits[:, :-1].flatten(0, 1), labels[:, 1:].flatten()).backward()
+    params = dict(model.named_parameters())
+    return torch.cat([params[n].grad.double().flatten() for n in names])
+
+
+def _cos(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float(a @ b / (a.norm() * b.norm()))
+
+
+def test_closed_form_follows_the_token_budget(llama_dir: Path, tmp_path: Path) -> None:
+    result = patch(
+        llama_dir, tmp_path / "out", method="closed-form", rho=0.05, response_tokens=4, **FAST
+    )
+    names = [t["name"] for t in result.targets]
+    src, out = load_all(llama_dir), load_all(tmp_path / "out")
+    eps = torch.cat([(out[n].double() - src[n].double()).flatten() for n in names])
+    budget = _independent_grad(llama_dir, names, 4)
+    whole = _independent_grad(llama_dir, names, None)
+    assert _cos(eps, budget) > 0.999
+    # A run that ignored the budget would follow the whole-response gradient instead.
+    assert _cos(eps, whole) < _cos(eps, budget) - 0.01
+    phases = result.optimization["phases"]
+    assert phases["closed_form"]["passes"] == 2
+    assert phases["closed_form"]["tokens"] > 0
+
+
+def test_json_reports_passes_tokens_seconds_per_phase(llama_dir: Path, tmp_path: Path) -> None:
+    args = ["--max-examples", "16", "--max-length", "128", "--steps", "3", "--patience", "0"]
+
+    def run(out: str, *extra: str) -> dict:
+        proc = run_cli(
+            "patch", str(llama_dir), "--out", str(tmp_path / out), "--json", *args, *extra
+        )
+        assert proc.returncode == 0, proc.stderr
+        return read_json_stdout(proc)
+
+    short, whole = run("a", "--response-tokens", "2"), run("b", "--response-tokens", "0")
+    for res in (short, whole):
+        phases = res["optimization"]["phases"]
+        assert set(phases) >= {"reference", "closed_form", "ascent", "guard"}
+        assert phases["ascent"]["passes"] == 3 * 3
+        assert all(p["seconds"] >= 0 for p in phases.values())
+        assert res["guard"]["heldout_kl"] is not None
+    assert (
+        short["optimization"]["phases"]["ascent"]["tokens"]
+        < whole["optimization"]["phases"]["ascent"]["tokens"]
+    )
+
+
+def test_early_stop_waits_for_patience_on_the_smoothed_objective() -> None:
+    stop = EarlyStop(patience=3)
+    rising = [stop.stop(v) for v in (1.0, 2.0, 3.0, 4.0)]
+    assert not any(rising)
+    flat = [stop.stop(v) for v in (0.0, 0.0, 0.0)]
+    assert flat == [False, False, True]
+    # One noisy dip inside a rising run does not stop it.
+    stop = EarlyStop(patience=3)
+    assert not any(stop.stop(v) for v in (1.0, 2.0, 1.5, 3.0, 4.0, 5.0))
+
+
+def test_patience_shortens_the_ascent(llama_dir: Path, tmp_path: Path) -> None:
+    opts = dict(FAST, steps=40, alpha=1.0)
+    full = patch(llama_dir, tmp_path / "a", patience=0, **opts)
+    early = patch(llama_dir, tmp_path / "b", patience=1, **opts)
+    assert full.optimization["steps_run"] == 40
+    assert early.optimization["steps_run"] < 40
+    passes = early.optimization["phases"]["ascent"]["passes"]
+    assert passes == 3 * early.optimization["steps_run"]
+
+
+def test_guard_stops_a_damaging_run_and_writes_nothing(llama_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    before = dir_hashes(llama_dir)
+    args = ["patch", str(llama_dir), "--out", str(out), "--max-examples", "16"]
+    args += ["--max-length", "128", "--steps", "2", "--rho-rel", "0.5", "--max-damage-kl", "0.01"]
+    proc = run_cli(*args)
+    assert proc.returncode == 1, proc.stderr
+    assert "damage guard" in proc.stderr and "--rho" in proc.stderr
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+    assert dir_hashes(llama_dir) == before
+
+    forced = run_cli(*args, "--force", "--json")
+    assert forced.returncode == 0, forced.stderr
+    guard = read_json_stdout(forced)["guard"]
+    assert guard["tripped"] and guard["forced"] and guard["heldout_kl"] > 0.01
+    assert 0 < guard["rho_that_fits"] < guard["rho"]
+    record = json.loads((out / "panacea_patch.json").read_text())
+    assert record["guard"]["tripped"] is True
+    card = (out / "README.md").read_text()
+    assert "## Damage guard" in card and "tripped; written with --force" in card
+
+
+@pytest.mark.parametrize("value", ["-1"])
+def test_negative_budget_options_are_refused(llama_dir: Path, tmp_path: Path, value: str) -> None:
+    for flag in ("--response-tokens", "--patience", "--max-damage-kl"):
+        proc = run_cli("patch", str(llama_dir), "--out", str(tmp_path / "o"), flag, value)
+        assert proc.returncode == 2, (flag, proc.stderr)
+        assert flag in proc.stderr
+
+
+def test_default_rho_without_base_buys_the_rise_in_nats(llama_dir: Path, tmp_path: Path) -> None:
+    from panacea_patch.budget import RISE, RISE_STEPS
+
+    res = patch(llama_dir, tmp_path / "out", **{**FAST, "steps": None})
+    opt = res.optimization
+    assert res.rho_rule and "nats" in res.rho_rule
+    cap = 0.1 * res.target_weight_norm
+    assert res.rho == pytest.approx(min(RISE / opt["harmful_grad_norm"], cap), rel=1e-6)
+    assert opt["steps_run"] == RISE_STEPS
+
+
+def test_default_rho_with_a_known_base_is_a_share_of_the_delta(
+    llama_dir: Path, tmp_path: Path
+) -> None:
+    from safetensors.torch import load_file, save_file
+
+    from panacea_patch.budget import DELTA_SHARE
+
+    tuned = tmp_path / "tuned"
+    shutil.copytree(llama_dir, tuned)
+    (weights,) = tuned.glob("*.safetensors")
+    tensors = load_file(weights)
+    name = next(n for n in tensors if n.endswith("mlp.down_proj.weight"))
+    delta = torch.full_like(tensors[name], 0.01)
+    tensors[name] = tensors[name] + delta
+    save_file(tensors, weights, metadata={"format": "pt"})
+    res = patch(tuned, tmp_path / "out", base_model=str(llama_dir), **{**FAST, "steps": 2})
+    assert "w_base" in res.rho_rule
+    assert res.rho == pytest.approx(DELTA_SHARE * float(delta.double().norm()), rel=1e-4)
+
+
+def test_a_base_with_other_tensors_is_refused(
+    llama_dir: Path, neox_dir: Path, tmp_path: Path
+) -> None:
+    proc = run_cli(
+        "patch",
+        str(llama_dir),
+        "--out",
+        str(tmp_path / "o"),
+        "--base-model",
+        str(qwen2_dir),
+        "--max-examples",
+        "8",
+        "--steps",
+        "1",
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert "--base-model" in proc.stderr and "fix:" in proc.stderr.lower()
+    assert not (tmp_path / "o").exists()
