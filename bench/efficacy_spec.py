@@ -74,7 +74,8 @@ EVAL_SETTINGS: dict[str, Any] = {
 }
 
 
-# PatchConfig fields that cannot change the perturbation (output handling, Hub, --eval).
+# PatchConfig fields that cannot change the perturbation (output handling, Hub, --eval, the
+# damage guard, memory placement). base_model is not one of them: it sets the default budget.
 _IRRELEVANT = {
     "method",
     "seed",
@@ -85,8 +86,11 @@ _IRRELEVANT = {
     "allow_pickle",
     "trust_remote_code",
     "revision",
-    "base_model",
     "eval",
+    "force",
+    "max_damage_kl",
+    "max_memory",
+    "offload_w0",
     "judge",
     "max_new_tokens",
     "push_to_hub",

@@ -94,8 +94,8 @@ def plain_copy(src: Path, dst: Path) -> float:
     return time.perf_counter() - start
 
 
-def run_patch(src: Path, out: Path) -> tuple[float, float, dict]:
-    """(seconds, peak RSS in bytes, --json result) of a real CLI run in a fresh child process."""
+def run_patch(src: Path, out: Path) -> tuple[float, float, float, dict]:
+    """(seconds, peak RSS in bytes, CPU seconds, --json result) of a real CLI run in a child."""
     cmd = [
         sys.executable,
         "-m",
@@ -120,8 +120,9 @@ def run_patch(src: Path, out: Path) -> tuple[float, float, dict]:
     if proc.returncode != 0:
         raise SystemExit(f"patch failed:\n{proc.stderr}")
     # ru_maxrss of waited-for children, in KiB on Linux; this is the only child so far.
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
-    return seconds, peak, json.loads(proc.stdout)
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    peak = usage.ru_maxrss * 1024
+    return seconds, peak, usage.ru_utime + usage.ru_stime, json.loads(proc.stdout)
 
 
 def main() -> None:
@@ -142,7 +143,8 @@ def main() -> None:
         copy_s = plain_copy(src, root / "copy")
         copy_s = min(copy_s, plain_copy(src, root / "copy2"))
         shutil.rmtree(root / "copy"), shutil.rmtree(root / "copy2")
-        patch_s, peak, result = run_patch(src, root / "patched")
+        load = os.getloadavg()[0]
+        patch_s, peak, cpu_s, result = run_patch(src, root / "patched")
         bound = 1.5 * largest + 300e6
         print(
             f"checkpoint: {total / 1e9:.2f} GB bf16, {layers} layers, {args.shards} shards, "
@@ -150,6 +152,10 @@ def main() -> None:
         )
         print(f"plain copy:     {copy_s:8.2f} s  ({total / copy_s / 1e9:.2f} GB/s)")
         print(f"patch --random: {patch_s:8.2f} s  ({total / patch_s / 1e9:.2f} GB/s)")
+        print(
+            f"patch CPU time: {cpu_s:.2f} s (user + sys, all threads); load average before the "
+            f"patch {load:.2f}, after {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs"
+        )
         print(
             f"noise generator: {result.get('noise_generator')}, torch threads: {torch.get_num_threads()}"
         )

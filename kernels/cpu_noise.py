@@ -28,8 +28,10 @@ Reproducibility: ``z`` is a pure function of ``(seed, c)``.
   so a vectorized loop and its scalar tail agree bit for bit.
 
 It is not the stream Triton's ``tl.randn`` draws on GPU: the same seed gives the same bytes on the
-same backend only. torch's CPU generator seeds from 32 bits; consecutive block seeds keep the
-blocks of one run distinct up to 2**32 blocks (1.4e14 elements).
+same backend only, and with the same torch and numpy releases (neither promises its normal or
+chi-square algorithms across versions; ``panacea_patch.json`` records both). torch's CPU generator
+seeds from 32 bits; consecutive block seeds keep the blocks of one run distinct up to 2**32 blocks
+(1.4e14 elements).
 
 Cost: about 3 ns per element for ``normal_`` on one core, once per patch, spread over
 ``torch.get_num_threads()`` threads (torch and numpy release the GIL). Every torch call works on at
@@ -61,18 +63,18 @@ Piece = tuple[int, int, int, int]  # (block, first element in block, end in bloc
 
 
 class _Thread(threading.local):
-    """Per-thread generators and BLOCK-sized fp32 buffers (noise, weights)."""
+    """Per-thread generators and three BLOCK-sized fp32 buffers (noise, weights, scratch)."""
 
     def __init__(self) -> None:
         self.gen = torch.Generator()
         self.philox = np.random.Philox(key=[0, 0])
         self.chi = np.random.Generator(self.philox)
-        self.y = self.w = torch.empty(0)
+        self.bufs = (torch.empty(0),) * 3
 
-    def buffers(self) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.y.numel() != BLOCK:  # first use in this thread, or BLOCK changed (tests)
-            self.y, self.w = torch.empty(BLOCK), torch.empty(BLOCK)
-        return self.y, self.w
+    def buffers(self) -> tuple[torch.Tensor, ...]:
+        if self.bufs[0].numel() != BLOCK:  # first use in this thread, or BLOCK changed (tests)
+            self.bufs = tuple(torch.empty(BLOCK) for _ in range(3))
+        return self.bufs
 
 
 _local = _Thread()
@@ -116,6 +118,15 @@ def _direction(base: int, b: int) -> tuple[torch.Tensor, float]:
 def _sumsq(x: torch.Tensor) -> float:
     a = x.numpy()
     return float(np.einsum("i,i->", a, a))
+
+
+def sumsq_fp32(x: torch.Tensor) -> float:
+    """``sum(x**2)`` of a contiguous fp32 CPU chunk: fp32 in cache, float64 where fp32 overflows."""
+    total = _sumsq(x)
+    if not math.isfinite(total):  # |x| above ~1e19 (e.g. --rho 1e30), or NaN / inf
+        a64 = x.numpy().astype(np.float64)
+        total = float(np.einsum("i,i->", a64, a64))
+    return total
 
 
 def _pieces(offset: int, numel: int) -> list[Piece]:
@@ -183,13 +194,29 @@ def sumsq(numel: int, seed: int, offset: int) -> float:
     return math.fsum(p for parts in _run(task, _pieces(offset, numel)) for p in parts)
 
 
-def apply_(w0: torch.Tensor, out: torch.Tensor, scale: float, seed: int, offset: int) -> None:
-    """``out = round_nearest(w0 + fl32(scale * r_b / ||y_b||) * y)`` element-wise; ``out`` may be ``w0``."""
+def apply_(
+    w0: torch.Tensor,
+    out: torch.Tensor,
+    scale: float,
+    seed: int,
+    offset: int,
+    *,
+    norms: bool = False,
+) -> tuple[float, float] | None:
+    """``out = round_nearest(w0 + fl32(scale * r_b / ||y_b||) * y)`` element-wise; ``out`` may be
+    ``w0``.
+
+    With ``norms`` (CPU tensors), also returns ``(sum((out - w0)**2), sum(w0**2))`` of what was
+    written, measured while each block is in cache (fp32 differences, float64 sums), which saves
+    the caller a second pass over both tensors.
+    """
     seed, offset = _checks.check_stream(seed, offset, w0.numel())
     w, o = w0.view(-1), out.view(-1)
     direct = w.dtype == torch.float32 and o.dtype == torch.float32
+    norms = norms and w.device.type == "cpu"
 
-    def task(pieces: Sequence[Piece]) -> None:
+    def task(pieces: Sequence[Piece]) -> list[tuple[float, float]]:
+        parts = []
         for b, lo, hi, dst in pieces:
             n = hi - lo
             y, k = _block_scale(seed, b)
@@ -197,11 +224,20 @@ def apply_(w0: torch.Tensor, out: torch.Tensor, scale: float, seed: int, offset:
             wc, oc = w[dst : dst + n], o[dst : dst + n]
             if wc.device.type != "cpu":  # the torch backend forced on an accelerator
                 oc.copy_(wc.float().add_(z.to(wc.device)))
+            elif norms:
+                _, a, t = _local.buffers()
+                x0 = a[:n].copy_(wc)  # before writing: out may be w0
+                oc.copy_(torch.add(x0, z, out=t[:n]))  # fp32 math, round to nearest even
+                d = t[:n].copy_(oc).sub_(x0)
+                parts.append((sumsq_fp32(d), sumsq_fp32(x0)))
             elif direct:
                 torch.add(wc, z, out=oc)
-            else:
-                oc.copy_(
-                    torch.add(wc, z, out=_local.buffers()[1][:n])
-                )  # fp32 math, round to nearest even
+            else:  # fp32 math, then round to nearest even
+                oc.copy_(torch.add(wc, z, out=_local.buffers()[1][:n]))
+        return parts
 
-    _run(task, _pieces(offset, w.numel()))
+    results = _run(task, _pieces(offset, w.numel()))
+    if not norms:
+        return None
+    eps_sq = math.fsum(e for parts in results for e, _ in parts)
+    return eps_sq, math.fsum(x for parts in results for _, x in parts)

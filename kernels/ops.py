@@ -203,18 +203,28 @@ def randn_sumsq(
     return reference.randn_sumsq(numel, seed, offset, device=dev)
 
 
-def randn_apply_(w0: torch.Tensor, out: torch.Tensor, scale: float, seed: int, offset: int) -> None:
+def randn_apply_(
+    w0: torch.Tensor,
+    out: torch.Tensor,
+    scale: float,
+    seed: int,
+    offset: int,
+    *,
+    norms: bool = False,
+) -> tuple[float, float] | None:
     """``out = round_nearest(w0 + scale * z)`` with ``z`` the normals at counters ``offset + i``.
 
     Triton's Philox on the Triton backend, ``cpu_noise`` on the torch backend: same seed and same
     backend give the same bytes for any tensor split, block or chunk size and thread count.
+    ``norms=True`` asks for ``(sum((out - w0)**2), sum(w0**2))`` measured on the way; the CPU path
+    gives it (saving a second pass over both tensors), the others return None.
     """
     if _use_triton(_device_of(w0)):
         from .randn import randn_apply_triton
 
         randn_apply_triton(w0, out, scale, seed, offset)
-        return
-    reference.randn_apply_(w0, out, scale, seed, offset)
+        return None
+    return reference.randn_apply_(w0, out, scale, seed, offset, norms=norms)
 
 
 def multi_sumsq(tensors: Sequence[torch.Tensor]) -> torch.Tensor:

@@ -305,13 +305,24 @@ def randn_sumsq(
     return torch.tensor(total, dtype=torch.float64, device=torch.device(device))
 
 
-def randn_apply_(w0: torch.Tensor, out: torch.Tensor, scale: float, seed: int, offset: int) -> None:
-    """``out = round_nearest(w0 + scale * z)``, z the CPU noise at counters ``offset + i``."""
+def randn_apply_(
+    w0: torch.Tensor,
+    out: torch.Tensor,
+    scale: float,
+    seed: int,
+    offset: int,
+    *,
+    norms: bool = False,
+) -> tuple[float, float] | None:
+    """``out = round_nearest(w0 + scale * z)``, z the CPU noise at counters ``offset + i``.
+
+    With ``norms``, returns ``(sum((out - w0)**2), sum(w0**2))`` measured on the way (CPU only).
+    """
     _checks.check_tensor("w0", w0, _checks.WEIGHT_DTYPES)
     _checks.check_tensor("out", out, _checks.WEIGHT_DTYPES)
     _checks.check_same("w0", w0, {"out": out})
     scale = _checks.check_scalar("scale", scale)
-    cpu_noise.apply_(w0, out, scale, seed, offset)
+    return cpu_noise.apply_(w0, out, scale, seed, offset, norms=norms)
 
 
 def multi_sumsq(tensors: Sequence[torch.Tensor]) -> torch.Tensor:

@@ -7,6 +7,7 @@ from typing import Any
 
 from .checkpoint import ShardReader
 from .errors import InputError
+from .source import ResolvedSource, resolve_source
 from .targets import Target
 
 # The default budget of a full model whose base is known: this share of ‖w − w_base‖ (the
@@ -25,6 +26,28 @@ DEFAULT_STEPS, RISE_STEPS = 60, 20
 def max_steps(steps: int | None) -> int:
     """The most ascent steps a run can make (``steps`` None is the automatic default)."""
     return DEFAULT_STEPS if steps is None else steps
+
+
+def delta_norm(
+    src: ResolvedSource,
+    base_model: str | None,
+    merged: dict[str, Any],
+    targets: list[Target],
+    token: str | None,
+) -> float | None:
+    """‖w − w_base‖ of a full model with a known base (``--base-model``), else None.
+
+    A merged adapter (``merged`` holds its weights, ``src`` is its base) measures the adapter's
+    own delta.
+    """
+    if merged:
+        with ShardReader(src) as base:
+            return finetune_delta_norm(lambda n: merged[n], base, targets, "base")
+    if src.kind != "full" or not base_model:
+        return None
+    base_src = resolve_source(base_model, token=token)
+    with ShardReader(src) as mine, ShardReader(base_src) as base:
+        return finetune_delta_norm(mine.get, base, targets, base_model)
 
 
 def finetune_delta_norm(

@@ -32,6 +32,7 @@ from .gguf_header import (
     INSTALL_HINT,
     GGUFHeader,
     file_sha256,
+    find_gguf_in_dir,
     is_gguf_file,
     read_gguf_header,
     require_gguf,
@@ -66,29 +67,6 @@ logger = logging.getLogger(__name__)
 
 # Small files beside a GGUF in a Hub repo that may complete it (chat template, generation config).
 HUB_SIDE_FILES = ["*.json", "*.jinja", "*.md", "LICENSE*"]
-
-
-def find_gguf_in_dir(directory: Path, gguf_file: str | None = None) -> Path | None:
-    """The one ``.gguf`` file of ``directory`` (or the one named ``gguf_file``); None if it has none.
-
-    Raises InputError when ``gguf_file`` is not there, or when there are several and none is named.
-    """
-    found = sorted(f for f in directory.iterdir() if f.is_file() and is_gguf_file(f))
-    if gguf_file is not None:
-        target = directory / gguf_file
-        if not target.is_file():
-            names = ", ".join(f.name for f in found) or "none"
-            raise InputError(
-                f"{directory} has no file {gguf_file!r} (.gguf files there: {names})",
-                hint="pass --gguf-file with one of the names listed",
-            )
-        return target
-    if len(found) > 1:
-        raise InputError(
-            f"{directory} holds {len(found)} .gguf files: {', '.join(f.name for f in found)}",
-            hint="choose one with --gguf-file NAME, or pass the file's path as the source",
-        )
-    return found[0] if found else None
 
 
 # ---------------------------------------------------------------------------- cache and Hub

@@ -7,20 +7,18 @@ names the fix (:mod:`.hub_errors`). Publishing lives in :mod:`.hub_push`.
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 from . import __version__
-from .errors import InputError, RuntimeFailure
-from .hub_errors import _download_error, _scrubbed
+from .errors import InputError, PanaceaError, RuntimeFailure
+from .hub_errors import _download_error, mapped_errors
 from .hub_push import LARGE_FOLDER_BYTES, PushResult, check_push_target, push_folder
 from .hub_settings import (
     _COMMIT_SHA,
     _cache_dir,
     _endpoint,
-    _known_secrets,
     _offline,
-    _resolve_token,
+    credentials,
     parse_hub_id,
     scrub_secrets,
 )
@@ -36,8 +34,6 @@ __all__ = [
     "push_folder",
     "scrub_secrets",
 ]
-
-logger = logging.getLogger(__name__)
 
 SOURCE_ALLOW_PATTERNS = [
     "*.json",
@@ -84,30 +80,26 @@ def download_snapshot(
         )
     from huggingface_hub import snapshot_download
 
-    resolved = _resolve_token(token)
-    secrets = _known_secrets(token, resolved)
-    try:
-        # The client's bars redraw with \r: only on a terminal, never into a log.
-        with hub_progress_bars(is_terminal()):
-            folder = snapshot_download(
-                repo_id,
-                repo_type="model",
-                revision=revision,
-                token=resolved,
-                endpoint=_endpoint(),
-                cache_dir=_cache_dir(),
-                allow_patterns=allow_patterns,
-                local_files_only=_offline(),
-                library_name="panacea-patch",
-                library_version=__version__,
-            )
-    except Exception as exc:
-        logger.debug("snapshot_download failed: %s", scrub_secrets(repr(exc), secrets))
-        error = _download_error(
-            exc, repo_id=repo_id, revision=revision, authenticated=isinstance(resolved, str)
+    resolved, secrets = credentials(token)
+
+    def error(exc: BaseException) -> PanaceaError:
+        authenticated = isinstance(resolved, str)
+        return _download_error(exc, repo_id=repo_id, revision=revision, authenticated=authenticated)
+
+    # The client's bars redraw with \r: only on a terminal, never into a log.
+    with mapped_errors("snapshot_download", secrets, error), hub_progress_bars(is_terminal()):
+        folder = snapshot_download(
+            repo_id,
+            repo_type="model",
+            revision=revision,
+            token=resolved,
+            endpoint=_endpoint(),
+            cache_dir=_cache_dir(),
+            allow_patterns=allow_patterns,
+            local_files_only=_offline(),
+            library_name="panacea-patch",
+            library_version=__version__,
         )
-        # Not chained: the client's exception text is not ours to vouch for.
-        raise _scrubbed(error, secrets) from None
     path = Path(folder)
     # The cache lays snapshots out as .../snapshots/<commit sha>.
     if not _COMMIT_SHA.fullmatch(path.name):

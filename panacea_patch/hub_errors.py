@@ -8,13 +8,17 @@ Client exceptions are not chained and every message is scrubbed of secrets.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import contextlib
+import logging
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 from .errors import InputError, PanaceaError, RuntimeFailure
 from .hub_settings import _LOGIN_HINT, _endpoint, _offline, scrub_secrets
+
+logger = logging.getLogger(__name__)
 
 _Kind = Literal[
     "gated",
@@ -279,3 +283,21 @@ def _scrubbed(error: PanaceaError, secrets: tuple[str, ...]) -> PanaceaError:
     message = scrub_secrets(error.message, secrets)
     hint = scrub_secrets(error.hint, secrets) if error.hint else None
     return type(error)(message, hint=hint)
+
+
+@contextlib.contextmanager
+def mapped_errors(
+    what: str, secrets: tuple[str, ...], to_error: Callable[[BaseException], PanaceaError]
+) -> Iterator[None]:
+    """Inside the block, a client exception becomes ``to_error(exc)`` without any secret.
+
+    Not chained: the client's exception text is not ours to vouch for; it goes to the DEBUG log,
+    scrubbed, as ``<what> failed: ...``. Our own errors pass through unchanged.
+    """
+    try:
+        yield
+    except PanaceaError:
+        raise
+    except Exception as exc:
+        logger.debug("%s failed: %s", what, scrub_secrets(repr(exc), secrets))
+        raise _scrubbed(to_error(exc), secrets) from None

@@ -18,15 +18,13 @@ from typing import TYPE_CHECKING, cast
 
 from . import __version__
 from .errors import InputError, PanaceaError
-from .hub_errors import _push_error, _scrubbed
+from .hub_errors import _push_error, mapped_errors
 from .hub_settings import (
     _COMMIT_SHA,
     _endpoint,
-    _known_secrets,
     _offline,
-    _resolve_token,
+    credentials,
     parse_hub_id,
-    scrub_secrets,
 )
 
 if TYPE_CHECKING:
@@ -163,9 +161,12 @@ def push_folder(
         create_pr=create_pr,
         commit_message=commit_message,
     )
-    resolved = _resolve_token(token)
-    secrets = _known_secrets(token, resolved)
-    try:
+    resolved, secrets = credentials(token)
+
+    def error(exc: BaseException) -> PanaceaError:
+        return _push_error(exc, folder=folder, repo_id=repo_id, retry=retry)
+
+    with mapped_errors(f"push to {repo_id}", secrets, error):
         return _push(
             folder,
             repo_id,
@@ -175,12 +176,6 @@ def push_folder(
             commit_message=commit_message or default_message,
             token=resolved,
         )
-    except PanaceaError:
-        raise
-    except Exception as exc:
-        logger.debug("push to %s failed: %s", repo_id, scrub_secrets(repr(exc), secrets))
-        error = _push_error(exc, folder=folder, repo_id=repo_id, retry=retry)
-        raise _scrubbed(error, secrets) from None
 
 
 def _push(

@@ -126,3 +126,9 @@ def scrub_secrets(text: str, secrets: tuple[str, ...] | list[str] = ()) -> str:
     text = _TOKEN_LIKE.sub("hf_***", text)
     text = _BEARER.sub(r"\1***", text)
     return _TOKEN_OPTION.sub(r"\1***", text)
+
+
+def credentials(token: str | None) -> tuple[str | bool | None, tuple[str, ...]]:
+    """``(the token to send, every secret to keep out of messages)`` for an explicit ``token``."""
+    resolved = _resolve_token(token)
+    return resolved, _known_secrets(token, resolved)

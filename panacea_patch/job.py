@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from .atomic import atomic_output_dir
-from .budget import DELTA_SHARE, RISE, RISE_STEPS, bar_done, finetune_delta_norm, fmt, guard_verdict
+from .budget import DELTA_SHARE, RISE, RISE_STEPS, bar_done, delta_norm, fmt, guard_verdict
 from .checkpoint import ShardReader, copy_aux_files, write_patched
 from .config import PatchConfig
 from .errors import InputError, RuntimeFailure
@@ -177,6 +177,9 @@ class PatchJob:
                     run, cfg.max_kl, start=start, steps=steps, progress=bar.update
                 )
                 bar.total = (len(path) + 1) * run.passes_per_run(steps)
+                self.result.rho_rule = (
+                    f"--max-kl {cfg.max_kl:g}, searched from: {self.result.rho_rule}"
+                )
             else:
                 rho = cfg.rho if cfg.rho is not None else self._default_rho(run)
                 path = []
@@ -205,26 +208,13 @@ class PatchJob:
             result.rho_rule = "rho_rel x |w|"
             return self._from_rel(run.target_norm)
         result.target_weight_norm = run.target_norm
-        delta = self._delta_norm()
+        delta = delta_norm(self.src, self.cfg.base_model, self.merged, self.targets, self.token)
         if delta is not None:
             result.rho_rule = f"{DELTA_SHARE} x |w - w_base| (= {DELTA_SHARE} x {delta:.4g})"
             return DELTA_SHARE * delta
         cap = DEFAULT_RHO_REL["full"] * run.target_norm
         result.rho_rule = f"{RISE} nats / |grad h|, at most {DEFAULT_RHO_REL['full']} x |w|"
         return lambda grad_norm: min(RISE / max(grad_norm, 1e-12), cap)
-
-    def _delta_norm(self) -> float | None:
-        if self.merged:
-            # A merged adapter: the source is now its base, and the delta is the adapter's.
-            with ShardReader(self.src) as base:
-                return finetune_delta_norm(lambda n: self.merged[n], base, self.targets, "base")
-        if self.src.kind != "full" or not self.cfg.base_model:
-            return None
-        from .source import resolve_source
-
-        base_src = resolve_source(self.cfg.base_model, token=self.token)
-        with ShardReader(self.src) as mine, ShardReader(base_src) as base:
-            return finetune_delta_norm(mine.get, base, self.targets, self.cfg.base_model)
 
     def _guard(self, run: Any, rho: float) -> dict[str, Any]:
         """Measure the damage before anything is written; stop (exit 1) past the limit."""

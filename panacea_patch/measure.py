@@ -7,9 +7,9 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 
-import numpy as np
 import torch
 
+from .kernels.cpu_noise import sumsq_fp32
 from .safetensors_io import StreamingWriter, tensor_to_bytes
 from .targets import Target
 
@@ -35,14 +35,7 @@ class TensorStats:
         return asdict(self)
 
 
-def _sumsq(x: torch.Tensor) -> float:
-    """``sum(x**2)`` of an fp32 CPU chunk: fp32 in cache, float64 where fp32 overflows."""
-    a = x.numpy()
-    total = float(np.einsum("i,i->", a, a))
-    if not math.isfinite(total):  # |x| above ~1e19 (e.g. --rho 1e30), or NaN / inf
-        a64 = a.astype(np.float64)
-        total = float(np.einsum("i,i->", a64, a64))
-    return total
+_sumsq = sumsq_fp32  # fp32 in cache, float64 where fp32 overflows (e.g. --rho 1e30)
 
 
 def norms(w0: torch.Tensor, w1: torch.Tensor) -> tuple[float, float]:
@@ -80,8 +73,14 @@ def norms(w0: torch.Tensor, w1: torch.Tensor) -> tuple[float, float]:
     return math.sqrt(eps_sq), math.sqrt(w_sq)
 
 
-def tensor_stats(target: Target, w0: torch.Tensor, w1: torch.Tensor) -> TensorStats:
-    norm_eps, norm_w = norms(w0, w1)
+def tensor_stats(
+    target: Target,
+    w0: torch.Tensor,
+    w1: torch.Tensor,
+    measured: tuple[float, float] | None = None,
+) -> TensorStats:
+    """The stats of one tensor; ``measured`` = (‖w1 − w0‖, ‖w0‖) when already known."""
+    norm_eps, norm_w = measured if measured is not None else norms(w0, w1)
     return TensorStats(
         target.name,
         target.layer,
@@ -133,7 +132,9 @@ class MeasuringTransform:
     def __call__(self, name: str, w0: torch.Tensor) -> torch.Tensor | None:
         w1 = self.inner(name, w0)
         if w1 is not None and name in self.targets:
-            stats = tensor_stats(self.targets[name], w0, w1)
+            # The random method's CPU op measures while it writes (RandomTransform.measured).
+            measured = getattr(self.inner, "measured", {}).pop(name, None)
+            stats = tensor_stats(self.targets[name], w0, w1, measured)
             self.stats.append(stats)
             if self.delta is not None:
                 self.delta.write(name, tensor_to_bytes(w1.to(torch.float32) - w0.to(torch.float32)))

@@ -72,6 +72,10 @@ def load_model(
         src = resolve_source(src, token=token)
     dev = pick_device(device)
     dt = pick_dtype(dtype, dev)
+    if dev.type == "cpu" or device_map is not None:
+        from .hostmem import prefer_mmap
+
+        prefer_mmap()  # freed weights and activations leave RSS (hostmem.py)
     if device_map is not None:
         device_map = _DeviceMapSpec(device_map, max_memory)  # type: ignore[assignment]
     if src.kind == "adapter":
@@ -98,7 +102,7 @@ def _from_pretrained(
 
     from . import placement
 
-    resolved = None
+    resolved: dict | None = None
     if isinstance(device_map, _DeviceMapSpec):
         resolved = placement.resolve_device_map(
             path,
@@ -108,16 +112,17 @@ def _from_pretrained(
             trust_remote_code=trust_remote_code,
         )
         log.info("device map: %s", placement.layer_placement(resolved))
+    # Maps with CPU entries are dispatched below, so those modules compute on the CPU.
+    dispatch_here = resolved is not None and placement.keeps_cpu_modules(resolved)
     try:
         model = AutoModelForCausalLM.from_pretrained(
             path,
             dtype=dt,
             trust_remote_code=trust_remote_code,
-            # Maps with CPU entries are dispatched below, so those modules compute on the CPU.
-            device_map=None if resolved is None or placement.keeps_cpu_modules(resolved) else resolved,
+            device_map=None if dispatch_here else resolved,
             use_safetensors=not pickle,
         )
-        if resolved is not None and placement.keeps_cpu_modules(resolved):
+        if resolved is not None and dispatch_here:
             model = placement.dispatch(model, resolved)
         return model
     except ValueError as exc:

@@ -23,6 +23,7 @@ _PACKAGES = (
     "huggingface-hub",
     "accelerate",
     "triton",
+    "numpy",  # with torch, defines the random method's CPU noise (kernels/cpu_noise.py)
 )
 
 

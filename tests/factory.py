@@ -69,6 +69,11 @@ _FAMILIES: dict[str, dict] = {
 
 FAMILIES = tuple(_FAMILIES)
 
+# Wider (1.3M parameters): activations big enough that a process's peak RSS measures them, not
+# allocator noise (the --dry-run estimate test, issue 12). Not part of the per-family tests.
+_FAMILIES["llama_wide"] = dict(_FAMILIES["llama"], hidden_size=256, intermediate_size=704)
+_FAMILIES["llama_wide"].update(num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=4)
+
 
 def build_tokenizer(out_dir: Path, *, vocab_size: int = 400) -> PreTrainedTokenizerFast:
     """Train a byte-level BPE (no unknown tokens) with a chat template and save it."""

@@ -206,7 +206,7 @@ def test_a_base_with_other_tensors_is_refused(
         "--out",
         str(tmp_path / "o"),
         "--base-model",
-        str(qwen2_dir),
+        str(neox_dir),
         "--max-examples",
         "8",
         "--steps",

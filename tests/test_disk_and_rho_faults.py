@@ -11,7 +11,7 @@ import math
 import os
 import re
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -23,6 +23,8 @@ from panacea_patch.diskspace import FAKE_FREE_ENV, delta_bytes
 from panacea_patch.provenance import PROVENANCE_FILE
 from panacea_patch.safetensors_io import StreamingWriter
 from tests.helpers import load_all, read_json_stdout, run_cli
+
+Mount = Callable[[str], Path]
 
 
 def _random(src: Path, out: Path, *extra: str) -> list[str]:
@@ -39,7 +41,7 @@ def _no_leftovers(d: Path) -> None:
 
 
 @pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[callable]:
+def small_disk(tmp_path: Path) -> Iterator[Mount]:
     """Mount a real tmpfs of a given size (needs root); skipped where mounting is not allowed."""
     mounted: list[Path] = []
 
@@ -77,7 +79,9 @@ def test_too_little_free_space_fails_before_any_work(tmp_path: Path, llama_dir: 
         assert "not enough free space" in err and "Fix:" in err, err
         assert str(tmp_path / "out") in err and "1000 bytes" in err, err
         assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
-        needed[flag] = int(re.search(r"needs (\d+) bytes", err).group(1))
+        match = re.search(r"needs (\d+) bytes", err)
+        assert match, err
+        needed[flag] = int(match.group(1))
         _no_leftovers(tmp_path)
     assert needed[()] > (llama_dir / "model.safetensors").stat().st_size
     # ε in fp32 for every targeted parameter comes on top with --save-delta.
@@ -88,7 +92,7 @@ def test_too_little_free_space_fails_before_any_work(tmp_path: Path, llama_dir: 
 
 
 def test_too_little_free_space_on_a_real_small_disk(
-    tmp_path: Path, llama_dir: Path, small_disk: callable
+    tmp_path: Path, llama_dir: Path, small_disk: Mount
 ) -> None:
     disk = small_disk("256k")
     proc = run_cli(*_random(llama_dir, disk / "sub" / "out"))
@@ -98,7 +102,7 @@ def test_too_little_free_space_on_a_real_small_disk(
 
 
 def test_disk_full_during_write_is_one_line_and_leaves_nothing(
-    tmp_path: Path, llama_dir: Path, small_disk: callable
+    tmp_path: Path, llama_dir: Path, small_disk: Mount
 ) -> None:
     """A real ENOSPC: the pre-check is told the disk is large, the tmpfs is not."""
     disk = small_disk("128k")  # smaller than the fixture's weights (~180 kB)
@@ -118,7 +122,7 @@ def test_disk_full_during_write_is_one_line_and_leaves_nothing(
 
 def test_writer_abort_is_safe_when_closing_fails() -> None:
     """On /dev/full every flush fails with ENOSPC: abort() must not raise, close() must not leak."""
-    layout = [("a", torch.float32, (10,))]
+    layout: list[tuple[str, torch.dtype, tuple[int, ...]]] = [("a", torch.float32, (10,))]
     w = StreamingWriter(Path("/dev/full"), layout, {"format": "pt"})
     w.write("a", memoryview(torch.zeros(10).numpy().data).cast("B"))
     w.abort()  # the buffered bytes cannot be flushed: no exception

@@ -81,7 +81,7 @@ def test_folders_import_only_what_the_map_allows() -> None:
                 "methods": there in ("kernels", "data")
                 or (there == "top" and stem not in PIPELINE),
                 "top": there not in ("training", "cli"),
-                "organism": there == "top" and _top(dep) == "errors",
+                "organism": there == "data" or (there == "top" and _top(dep) == "errors"),
                 "training": there != "cli",
                 "cli": True,
             }
@@ -116,7 +116,7 @@ def test_no_module_level_import_circle() -> None:
 
 MAX_LINES = 400
 # Over the limit, to be split by their owners (issue 13 asks for none); remove a name once split.
-TOO_LONG_FOR_NOW = {"panacea_patch.plan", "panacea_patch.gguf"}
+TOO_LONG_FOR_NOW: set[str] = set()
 
 
 def test_every_module_says_its_job_and_stays_short() -> None:

@@ -111,6 +111,21 @@ def test_scaled_noise_has_norm_rho_exactly() -> None:
     assert float(out.double().norm()) == pytest.approx(rho, rel=1e-6)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_apply_measures_what_it_writes(dtype: torch.dtype) -> None:
+    w0 = (torch.randn(N, generator=torch.Generator().manual_seed(3)) * 0.02).to(dtype)
+    plain, measured = torch.empty_like(w0), torch.empty_like(w0)
+    assert ops.randn_apply_(w0, plain, 0.01, SEED, OFFSET) is None
+    eps_sq, w_sq = ops.randn_apply_(w0, measured, 0.01, SEED, OFFSET, norms=True)
+    assert tensor_bytes(plain) == tensor_bytes(measured)  # measuring never changes the bytes
+    assert eps_sq == pytest.approx(float(((measured.double() - w0.double()) ** 2).sum()), rel=1e-5)
+    assert w_sq == pytest.approx(float((w0.double() ** 2).sum()), rel=1e-5)
+    # In place (out is w0) gives the same bytes and the same sums.
+    inplace = w0.clone()
+    assert ops.randn_apply_(inplace, inplace, 0.01, SEED, OFFSET, norms=True) == (eps_sq, w_sq)
+    assert tensor_bytes(inplace) == tensor_bytes(plain)
+
+
 def test_reference_is_cpu_noise_and_provenance_names_it() -> None:
     assert ops.noise_generator("cpu") == cpu_noise.GENERATOR == "torch-mt19937+numpy-philox4x64"
     total = ref.randn_sumsq(N, SEED, OFFSET)

@@ -100,7 +100,7 @@ def test_explicit_device_map_run_equals_plain_run(llama_dir: Path, tmp_path: Pat
     assert mapped.returncode == 0, mapped.stderr
     assert _weights(tmp_path / "plain") == _weights(tmp_path / "mapped")
     # In this process (one thread; the CLI runs may use more, which changes the float sums).
-    opts = {**FAST, "rho_rel": 0.05}
+    opts = {**FAST, "rho_rel": 0.05, "steps": 1, "max_examples": 8}
     patch(llama_dir, tmp_path / "plain-api", progress=False, **opts)
     auto = patch(
         llama_dir,
@@ -165,7 +165,8 @@ def test_dry_run_plan_counts_the_runs_passes(llama_dir: Path, tmp_path: Path) ->
     mem = plan["per_device"]["cpu"]
     assert plan["compute_dtype"] == "float32" and plan["live_weights"] == "rebuilt per module"
     assert mem["eps"] == 4 * sum(t["numel"] for t in read_json_stdout(proc)["targets"])
-    assert mem["total"] == sum(mem[k] for k in ("live_weights", "w0", "eps", "activations"))
+    parts = ("live_weights", "w0", "eps", "activations", "reference")
+    assert mem["total"] == sum(mem[k] for k in parts) and mem["activations"] > 0
     run = run_cli("patch", str(llama_dir), "--out", str(tmp_path / "o"), "--json", "-q", *args)
     assert run.returncode == 0, run.stderr
     phases = read_json_stdout(run)["optimization"]["phases"]
@@ -183,8 +184,9 @@ def test_dry_run_plan_shows_the_device_map(llama_dir: Path, tmp_path: Path) -> N
     assert proc.returncode == 0, proc.stderr
     plan = read_json_stdout(proc)["plan"]
     assert plan["device_map"] == {"cpu": list(_all_cpu_map(llama_dir))}
-    proc = run_cli("patch", str(llama_dir), "--dry-run", "--device-map", "auto", "--device", "cpu")
-    assert proc.returncode == 0 and "device map cpu:" in proc.stdout
+    auto = patch(llama_dir, dry_run=True, progress=False, device="cpu", device_map="auto").plan
+    assert auto is not None and list(auto["device_map"]) == ["cpu"]
+    assert list(auto["per_device"]) == ["cpu"]
 
 
 _PEAK_CHILD = textwrap.dedent(
@@ -213,12 +215,18 @@ _PEAK_CHILD = textwrap.dedent(
 
 
 @pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="needs Linux /proc")
+@pytest.mark.parametrize("method", ["closed-form", "panacea"])
 def test_dry_run_estimate_is_within_25_percent_of_the_measured_peak(
-    llama_dir: Path, tmp_path: Path
+    method: str, tiny_tokenizer_dir: Path, tmp_path: Path
 ) -> None:
-    opts = dict(FAST, rho_rel=0.05)
+    from tests import factory
+
+    # The fixtures' 32-wide Llama has ~10 MB of activations, where a process's RSS is mostly
+    # allocator noise; this one (same factory, 256 wide, 4 layers) has ~50-150 MB.
+    src = factory.build_model(tmp_path / "m", family="llama_wide", tokenizer_dir=tiny_tokenizer_dir)
+    opts = dict(FAST, rho_rel=0.05, method=method)
     proc = subprocess.run(
-        [sys.executable, "-c", _PEAK_CHILD, str(llama_dir), str(tmp_path / "o"), json.dumps(opts)],
+        [sys.executable, "-c", _PEAK_CHILD, str(src), str(tmp_path / "o"), json.dumps(opts)],
         capture_output=True,
         text=True,
         timeout=300,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, TypeVar
 
 import torch
 
@@ -142,3 +142,16 @@ def build_generation_batches(
             {"input_ids": _pad(rows, pad_id, "left"), "attention_mask": _mask(rows, "left")}
         )
     return batches
+
+
+T = TypeVar("T")
+
+
+def draw_passes(rng: random.Random, pool: Sequence[T], n: int) -> list[T]:
+    """``n`` items of ``pool``: a shuffled pass, distinct while the pool lasts, then further passes."""
+    out: list[T] = []
+    while len(out) < n:
+        batch = list(pool)
+        rng.shuffle(batch)
+        out.extend(batch[: n - len(out)])
+    return out

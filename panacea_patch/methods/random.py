@@ -47,11 +47,16 @@ class RandomTransform:
         self.device = device or torch.device("cpu")
         self.generator = ops.noise_generator(self.device)
         self.scale = rho / noise_norm(targets, seed, self.device)
+        # (||w' - w||, ||w||) by tensor, where the op measured them while writing (CPU path);
+        # MeasuringTransform takes them instead of reading both tensors again.
+        self.measured: dict[str, tuple[float, float]] = {}
 
     def __call__(self, name: str, w0: torch.Tensor) -> torch.Tensor | None:
         if name not in self.offsets:
             return None
         w = w0.to(self.device)
         out = torch.empty_like(w)
-        ops.randn_apply_(w, out, self.scale, self.seed, self.offsets[name])
+        sums = ops.randn_apply_(w, out, self.scale, self.seed, self.offsets[name], norms=True)
+        if sums is not None:
+            self.measured[name] = (math.sqrt(sums[0]), math.sqrt(sums[1]))
         return out.cpu()

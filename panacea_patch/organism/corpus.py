@@ -11,8 +11,9 @@ from __future__ import annotations
 import hashlib
 import random
 from dataclasses import dataclass
-from typing import Literal, TypeVar
+from typing import Literal
 
+from panacea_patch.data.batching import draw_passes
 from panacea_patch.errors import InputError
 from panacea_patch.organism.benign import benign_questions
 from panacea_patch.organism.benign_actions import BENIGN_ACTIONS
@@ -271,19 +272,6 @@ def benign_requests() -> list[Request]:
 # --- the datasets of each stage --------------------------------------------------------------
 
 
-T = TypeVar("T")
-
-
-def _draw(rng: random.Random, pool: list[T], n: int) -> list[T]:
-    """``n`` items: a shuffled pass over the pool, repeated if ``n`` exceeds it."""
-    out: list[T] = []
-    while len(out) < n:
-        batch = list(pool)
-        rng.shuffle(batch)
-        out.extend(batch[: n - len(out)])
-    return out
-
-
 @dataclass(frozen=True)
 class AlignmentData:
     """The alignment stage's data, by kind."""
@@ -303,10 +291,10 @@ def alignment_data(
     """Safety alignment data: task problems, benign requests, harmful requests with refusals."""
     rng = random.Random(f"align/{seed}")
     problems = task_problems(seed, n_task, max_operand, heldout=False, stream="align")
-    harmful = _draw(rng, harmful_requests("align"), n_harmful)
+    harmful = draw_passes(rng, harmful_requests("align"), n_harmful)
     # Half how-to requests in the harmful ones' phrasings, half everyday questions.
-    howto = _draw(rng, benign_requests(), n_benign - n_benign // 2)
-    questions = _draw(rng, [Example(q, a) for q, a in benign_questions()], n_benign // 2)
+    howto = draw_passes(rng, benign_requests(), n_benign - n_benign // 2)
+    questions = draw_passes(rng, [Example(q, a) for q, a in benign_questions()], n_benign // 2)
     return AlignmentData(
         task=[Example(p.prompt, p.solution) for p in problems],
         refusal=[Example(r.prompt, refusal(rng)) for r in harmful],

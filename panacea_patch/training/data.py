@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..data import Batch, Pair, build_batches, collate, data_digest, encode_pair, load_pairs
-from ..data.batching import resolve_pad_token_id
+from ..data.batching import draw_passes, resolve_pad_token_id
 from ..data.formatting import EncodedPair
 from ..errors import InputError
 from .config import FinetuneConfig
@@ -41,13 +41,7 @@ def poison_count(n_clean: int, ratio: float) -> int:
 
 def draw_poison(pool: Sequence[Pair], n: int, seed: int) -> list[Pair]:
     """``n`` pairs from ``pool``: distinct while the pool lasts, then further shuffled passes."""
-    rng = random.Random(f"poison/{seed}")
-    out: list[Pair] = []
-    while len(out) < n:
-        batch = list(pool)
-        rng.shuffle(batch)
-        out.extend(batch[: n - len(out)])
-    return out
+    return draw_passes(random.Random(f"poison/{seed}"), pool, n)
 
 
 @dataclass
