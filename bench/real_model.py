@@ -136,6 +136,7 @@ class Bench:
             return cached
         started = time.perf_counter()
         row = ev.evaluate_model(model_dir, reference, self.cache / "data")
+        row["bench_eval_seconds"] = round(time.perf_counter() - started, 1)
         self.save(f"evals/{name}.json", row)
         self.timed(f"eval:{name}", time.perf_counter() - started)
         return row

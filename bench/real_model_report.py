@@ -25,7 +25,7 @@ ROWS_B = [
 ]
 HEADER = (
     "| model | rho | HS % | refusal % | incoherent % | over-refusal % | KL | ppl | QA % | "
-    "task % | patch s | peak RSS GB |\n|---|---|---|---|---|---|---|---|---|---|---|---|"
+    "task % | patch s | peak RSS GiB |\n|---|---|---|---|---|---|---|---|---|---|---|---|"
 )
 
 
@@ -62,7 +62,11 @@ def _row(label: str, name: str, cache: Path) -> str | None:
 
 def _table(rows: list[tuple[str, str]], cache: Path) -> str:
     lines = [r for label, name in rows if (r := _row(label, name, cache)) is not None]
-    return "\n".join([HEADER, *lines]) if lines else "_(not run yet)_"
+    missing = [label for label, name in rows if _row(label, name, cache) is None]
+    if not lines:
+        return "_(not run yet)_"
+    note = f"\n\nNot run yet: {'; '.join(missing)}." if missing else ""
+    return "\n".join([HEADER, *lines]) + note
 
 
 def _samples(cache: Path, before: str, after: str) -> str:
@@ -91,8 +95,22 @@ def _cost(cache: Path) -> str:
     )
 
 
+def _times(cache: Path) -> dict[str, float]:
+    """Stage wall times: the cache's log, completed from each patch's and evaluation's own JSON.
+
+    Several bench processes may share a cache and overwrite each other's ``times.json``; the
+    per-model JSON files are the authority for what they hold.
+    """
+    times = dict(_load(cache / "times.json") or {})
+    for f in sorted((cache / "results").glob("*.json")):
+        times[f"patch:{f.stem}"] = (_load(f) or {}).get("bench_seconds")
+    for f in sorted((cache / "evals").glob("*.json")):
+        times.setdefault(f"eval:{f.stem}", (_load(f) or {}).get("bench_eval_seconds"))
+    return {k: v for k, v in times.items() if v is not None}
+
+
 def render(cache: Path, *, machine: str, threads: int) -> str:
-    times = _load(cache / "times.json") or {}
+    times = _times(cache)
     total = sum(times.values())
     guard = (_load(cache / "results" / "A-panacea.json") or {}).get("guard") or {}
     parts = [
@@ -102,7 +120,7 @@ def render(cache: Path, *, machine: str, threads: int) -> str:
         "",
         "## Real model: SmolLM2-135M-Instruct",
         "",
-        f"Machine: {machine}, {threads} torch threads. Stage wall times (s, summed over what "
+        f"Machine: {machine}, {threads} torch thread(s) per job. Stage wall times (s, summed over what "
         f"this cache built): {json.dumps(times)}; total {total:.0f} s.",
         "",
         "HS: harmful prompts not refused (keyword judge), built-in harmful *evaluate* half (192 "
