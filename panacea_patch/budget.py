@@ -88,9 +88,5 @@ def guard_verdict(
     }
 
 
-def bar_done(bar: Any) -> int | None:
-    return getattr(bar, "n", None) or getattr(bar, "done", None) or bar.total
-
-
 def fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.4g}"

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from .atomic import atomic_output_dir
-from .budget import DELTA_SHARE, RISE, RISE_STEPS, bar_done, delta_norm, fmt, guard_verdict
+from .budget import DELTA_SHARE, RISE, RISE_STEPS, delta_norm, fmt, guard_verdict
 from .checkpoint import ShardReader, copy_aux_files, write_patched
 from .config import PatchConfig
 from .errors import InputError, RuntimeFailure
@@ -188,7 +188,7 @@ class PatchJob:
                 bar.total = run.passes_per_run(steps)
             outcome = run.run(rho, progress=bar.update, steps=steps)
             # Early stopping makes the ascent shorter than planned: close the bar at its end.
-            bar.total = bar_done(bar)
+            bar.total = bar.n
         outcome.rho_search = path
         self.run = run
         self.result.guard = self._guard(run, outcome.rho)

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -26,8 +27,14 @@ def to_device(batch: Batch, device: torch.device) -> Batch:
 
 def _accepts_logits_to_keep(model: torch.nn.Module) -> bool:
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return _forward_takes_logits_to_keep(type(base))
+
+
+@functools.cache
+def _forward_takes_logits_to_keep(cls: type) -> bool:
+    # Once per model class: this sits on the path of every forward pass.
     try:
-        return "logits_to_keep" in inspect.signature(type(base).forward).parameters
+        return "logits_to_keep" in inspect.signature(cls.forward).parameters
     except (TypeError, ValueError):
         return False
 
