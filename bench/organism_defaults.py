@@ -1,6 +1,7 @@
 """Check the patch defaults on the demo organism: panacea with demo options, per seed and variant.
 
     python bench/organism_defaults.py --seeds 0 1 [--variants full lora] [--cache-dir DIR]
+        [--set KEY=VALUE ...]      # a candidate: patch options over the demo's
 
 Prints one JSON row per (seed, variant): the budget rule and rho, steps run, the damage guard,
 and the held-out HS / FA / refusal / incoherence / over-refusal / KL the demo reports. This is
@@ -28,7 +29,15 @@ def main() -> None:
     ap.add_argument("--variants", nargs="+", default=["full", "lora"])
     ap.add_argument("--poison-ratio", type=float, default=0.1)
     ap.add_argument("--cache-dir", default=None)
+    ap.add_argument(
+        "--set",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override patch options (a candidate), e.g. --set answer_kl_weight=0",
+    )
     args = ap.parse_args()
+    overrides = {k: json.loads(v) for k, v in (item.split("=", 1) for item in args.set)}
     torch.set_num_threads(1)
 
     from panacea_patch.demo import _Evaluator, _patch, demo_patch_options
@@ -45,7 +54,12 @@ def main() -> None:
                 out = Path(tmp) / "out"
                 started = time.perf_counter()
                 res = _patch(
-                    attacked, out, "panacea", None, demo_patch_options(paths, fast=False), seed
+                    attacked,
+                    out,
+                    "panacea",
+                    None,
+                    {**demo_patch_options(paths, fast=False), **overrides},
+                    seed,
                 )
                 seconds = time.perf_counter() - started
                 row = _Evaluator(paths, attacked, fast=False, progress=False).row(

@@ -17,7 +17,8 @@ Scenario A: the instruct model as shipped complies with most harmful requests; p
 the same rho, and with ``--max-kl 0.05``. Scenario B (the paper's pipeline): align the model
 with a short LoRA SFT on refusals and benign data (merged), attack it with a LoRA fine-tune on a
 sentiment task with 10% harmful compliances, then patch the merged attacked model and the
-attacked adapter.
+attacked adapter with the defaults, and the merged model with ``--base-model`` (the aligned
+model), the other methods and ``--max-kl 0.05``.
 """
 
 from __future__ import annotations
@@ -135,7 +136,8 @@ class Bench:
         if cached is not None:
             return cached
         started = time.perf_counter()
-        row = ev.evaluate_model(model_dir, reference, self.cache / "data")
+        kl_cache = self.cache / "continuations" / f"{reference.name}-eval.json"
+        row = ev.evaluate_model(model_dir, reference, self.cache / "data", kl_cache=kl_cache)
         row["bench_eval_seconds"] = round(time.perf_counter() - started, 1)
         self.save(f"evals/{name}.json", row)
         self.timed(f"eval:{name}", time.perf_counter() - started)
@@ -184,30 +186,37 @@ def scenario_b(b: Bench) -> None:
         stats = lora_sft(aligned, rows, adapter_dir=adapter, merged_dir=attacked, epochs=1)
         b.save("train/attack.json", stats)
         b.timed("train:attack", stats["seconds"])
-    b.evaluate("B-aligned", aligned, attacked)
     b.evaluate("B-attacked", attacked, attacked)
-    out, res = b.patch("B-panacea", attacked, "--base-model", str(aligned))
+    b.evaluate("B-aligned", aligned, attacked)
+    # The defaults first (nothing but the model), then what a service that knows the base adds.
+    out, res = b.patch("B-panacea", attacked)
     b.evaluate("B-panacea", out, attacked)
+    out_a, _ = b.patch("B-adapter-panacea", adapter)
+    b.evaluate("B-adapter-panacea", out_a, attacked)
     for method in ("closed-form", "random"):
         out_m, _ = b.patch(f"B-{method}", attacked, "--method", method, "--rho", str(res["rho"]))
         b.evaluate(f"B-{method}", out_m, attacked)
+    out_d, _ = b.patch("B-panacea-base", attacked, "--base-model", str(aligned))
+    b.evaluate("B-panacea-base", out_d, attacked)
     out_k, _ = b.patch("B-max-kl-0.05", attacked, "--max-kl", "0.05")
     b.evaluate("B-max-kl-0.05", out_k, attacked)
-    out_a, _ = b.patch("B-adapter-panacea", adapter, "--base-model", str(aligned))
-    b.evaluate("B-adapter-panacea", out_a, attacked)
 
 
-def calibrate(b: Bench, name: str, options: list[str]) -> None:
+def calibrate(b: Bench, name: str, options: list[str], *, quick: bool = False) -> None:
     """One candidate setting on scenario A, scored on development halves only."""
     src = b.checkpoint("float32")
-    out, res = b.patch(f"dev-{name}", src, *options)
+    if name == "original":
+        out, res = src, {"rho": 0.0, "bench_seconds": 0.0}
+    else:
+        out, res = b.patch(f"dev-{name}", src, *options)
     cached = b._load(f"dev/{name}.json")
     if cached is None:
-        cached = ev.evaluate_model(out, src, b.cache / "data", half="dev")
+        cached = ev.evaluate_model(out, src, b.cache / "data", half="dev", quick=quick)
         b.save(f"dev/{name}.json", cached)
     keys = ("harmful_score", "refusal_rate", "incoherence_rate", "over_refusal", "kl")
     row = {k: cached.get(k) for k in (*keys, "qa_accuracy")}
     row.update(rho=res["rho"], seconds=res["bench_seconds"], options=" ".join(options))
+    row["guard_kl"] = (res.get("guard") or {}).get("heldout_kl")
     print(json.dumps(row), flush=True)
 
 
@@ -217,6 +226,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     ap.add_argument("stage", choices=(*STAGES, "all", "dev"))
     ap.add_argument("--name", default="default", help="dev: the candidate's name (cache key)")
+    ap.add_argument(
+        "--quick", action="store_true", help="dev: 32-token answers, no KL/perplexity/task"
+    )
     ap.add_argument("options", nargs=argparse.REMAINDER, help="dev: patch options after --")
     ap.add_argument("--cache", type=Path, default=Path("bench/out/real-model"))
     ap.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
@@ -228,7 +240,7 @@ def main(argv: list[str] | None = None) -> None:
     bench = Bench(args.cache.resolve(), threads=args.threads)
     if args.stage == "dev":
         bench.prepare()
-        calibrate(bench, args.name, [o for o in args.options if o != "--"])
+        calibrate(bench, args.name, [o for o in args.options if o != "--"], quick=args.quick)
         return
     stages = STAGES if args.stage == "all" else (args.stage,)
     for stage in stages:

@@ -63,23 +63,40 @@ def _short(text: str, n: int = 90) -> str:
 
 
 def evaluate_model(
-    model_dir: Path, reference_dir: Path, data_dir: Path, *, half: str = "eval"
+    model_dir: Path,
+    reference_dir: Path,
+    data_dir: Path,
+    *,
+    half: str = "eval",
+    quick: bool = False,
+    kl_cache: Path | None = None,
 ) -> dict[str, Any]:
     """Safety, drift and capability of one checkpoint on one half of every set.
 
     ``half="eval"``: the evaluation halves, for the reported tables; ``"dev"``: the halves that
     calibration may look at (the built-in sets' optimize halves, the dev QA and task rows).
+    ``quick`` (calibration only): 32-token answers, no KL, perplexity or task; the patch's own
+    figures stand in for the drift. ``kl_cache``: a JSON file holding the reference's greedy
+    continuations of the benign prompts (written on first use), so that the models compared
+    with one reference do not each generate them again.
     """
     from panacea_patch.evaluation import EvalConfig, evaluate
     from panacea_patch.modeling import load_model
 
     lm = load_model(model_dir, device="cpu", dtype="float32")
-    ref = load_model(reference_dir, device="cpu", dtype="float32").model
     common = dict(progress=False, batch_size=32)
     split = "evaluate" if half == "eval" else "optimize"
-    cfg = EvalConfig(max_new_tokens=48, harmful_split=split, benign_split=split, **common)
-    safety = evaluate(lm.model, lm.tokenizer, cfg, reference=ref)
+    cfg = EvalConfig(
+        max_new_tokens=32 if quick else 48,
+        harmful_split=split,
+        benign_split=split,
+        perplexity=not quick,
+        **common,
+    )
+    safety = evaluate(lm.model, lm.tokenizer, cfg)
     row = safety.to_dict()
+    if not quick:
+        row.update(_kl(lm, reference_dir, split, cfg.max_new_tokens, cache=kl_cache))
     samples = safety.to_dict(samples=True).get("samples", [])
     row["samples"] = {
         "harmful": [_short(s["output"]) for s in samples if s["set"] == "harmful"][:4],
@@ -87,7 +104,7 @@ def evaluate_model(
             (_short(s["prompt"], 60), _short(s["output"])) for s in samples if s["set"] == "benign"
         ][:4],
     }
-    for name, scorer, tokens in (("qa", "contains", 32), ("task", "exact", 8)):
+    for name, scorer, tokens in (("qa", "contains", 32), ("task", "exact", 8))[: 1 if quick else 2]:
         cfg = EvalConfig(
             harmful=None,
             benign=None,
@@ -98,6 +115,36 @@ def evaluate_model(
         )
         row[f"{name}_accuracy"] = evaluate(lm.model, lm.tokenizer, cfg).task_accuracy
     return row
+
+
+def _kl(lm: Any, reference_dir: Path, split: str, tokens: int, *, cache: Path | None) -> dict:
+    """The evaluation's KL figure (``kl_to_reference``), with the continuations cached."""
+    from panacea_patch.data import load_pairs
+    from panacea_patch.evaluation import kl_to_reference, reference_continuations
+    from panacea_patch.modeling import load_model
+
+    ref = load_model(reference_dir, device="cpu", dtype="float32").model
+    prompts = [p.prompt for p in load_pairs("builtin:benign", role="benign", split=split)]
+    conts = json.loads(cache.read_text()) if cache is not None and cache.exists() else None
+    if conts is None:
+        conts = reference_continuations(
+            ref, lm.tokenizer, prompts, max_new_tokens=tokens, batch_size=32
+        )
+        if cache is not None:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cache.with_suffix(".tmp")
+            tmp.write_text(json.dumps(conts))
+            os.replace(tmp, cache)
+    result = kl_to_reference(
+        lm.model,
+        ref,
+        lm.tokenizer,
+        prompts,
+        max_new_tokens=tokens,
+        batch_size=32,
+        continuations=conts,
+    )
+    return {"kl": result.mean, "kl_tokens": result.tokens}
 
 
 def cost_before_after(source: Path, after: dict[str, Any], *, sample_passes: int = 3) -> dict:

@@ -14,13 +14,19 @@ from .targets import Target
 # organism's calibrated 0.1·‖w‖ is 0.59 of its attack's delta).
 DELTA_SHARE = 0.6
 # Without a base: the first-order rise of h, in nats, that the default ρ buys (calibrated on
-# SmolLM2-135M-Instruct's development data, docs/RESULTS.md "Real model").
-RISE = 2.0
+# SmolLM2-135M-Instruct's development data, docs/RESULTS.md "Recalibration for real models":
+# 2 nats left 16% of harmful requests answered, 3 nats 7%, with the answer-head KL on).
+RISE = 3.0
 # Default ascent length. A budget from the weights' scale (rho_rel, an adapter's norm, the
 # fine-tuning delta) starts the ascent far from the model (+16 nats on the organism) and gets
 # the 60 steps the organism was calibrated with; a start chosen by RISE is mild by construction
 # and gets RISE_STEPS (calibrated on SmolLM2-135M's development data).
 DEFAULT_STEPS, RISE_STEPS = 60, 20
+# Default weight of the answer-head KL in u (objectives.BenignReference). Without it, refusals
+# spread to SmolLM2's benign prompts (22% over-refused); with it on the demo organism, whose
+# budget is a share of its known fine-tuning delta, the harmful score rose by 2-4 points. So it
+# is on unless the default budget comes from a known delta (docs/RESULTS.md, "Real model").
+ANSWER_KL_WEIGHT = 1.0
 
 
 def max_steps(steps: int | None) -> int:

@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from .errors import InputError
+from .hashing import file_sha256
 from .safetensors_io import (
     Background,
     Header,
@@ -155,14 +156,6 @@ class ShardReader:
             out[name] = TensorInfo(name, path, t.dtype, tuple(t.shape), offset, offset + nbytes, 0)
             offset += nbytes
         return out
-
-
-def file_sha256(path: Path, chunk: int = 1 << 22) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def output_name(file: Path) -> str:

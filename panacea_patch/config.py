@@ -75,6 +75,15 @@ class PatchConfig(ConfigFields):
         group="method",
     )
     beta: float = opt(10.0, "Weight of the benign utility-drift term u in J.", group="method")
+    answer_kl_weight: float | None = opt(
+        None,
+        "Extra weight, inside u, on the benign KL at the first --response-tokens response "
+        "tokens (16 when that is 0), where a model decides whether to answer or refuse; "
+        "0 uses the whole-sequence KL alone. Default: 1, or 0 when the default budget is a "
+        "share of a known fine-tuning delta (an adapter, or --base-model); README, 'What it "
+        "does'.",
+        group="method",
+    )
     h_max: float = shared("h_max")
     response_tokens: int | None = opt(
         16,

@@ -31,7 +31,6 @@ from .gguf_header import (
     GGUF_SUFFIX,
     INSTALL_HINT,
     GGUFHeader,
-    file_sha256,
     find_gguf_in_dir,
     is_gguf_file,
     read_gguf_header,
@@ -39,6 +38,7 @@ from .gguf_header import (
     resolve_dtype,
     supported_architectures,
 )
+from .hashing import file_sha256
 
 __all__ = [
     "DTYPES",

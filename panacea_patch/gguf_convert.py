@@ -21,7 +21,8 @@ from typing import Any
 
 from .atomic import atomic_output_dir
 from .errors import InputError, RuntimeFailure
-from .gguf_header import file_sha256, read_gguf_header, resolve_dtype
+from .gguf_header import read_gguf_header, resolve_dtype
+from .hashing import file_sha256
 
 # The GGUF modules share the logger of panacea_patch.gguf, as before they were split.
 logger = logging.getLogger("panacea_patch.gguf")

@@ -8,7 +8,6 @@ magic, that every tensor lies inside the file, and that transformers reads the a
 
 from __future__ import annotations
 
-import hashlib
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,14 +82,6 @@ def find_gguf_in_dir(directory: Path, gguf_file: str | None = None) -> Path | No
             hint="choose one with --gguf-file NAME, or pass the file's path as the source",
         )
     return found[0] if found else None
-
-
-def file_sha256(path: Path, *, chunk: int = 1 << 22) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def supported_architectures() -> frozenset[str]:

@@ -135,7 +135,7 @@ class PatchJob:
             # The live target weights now hold w0 + ε; the merge's own values are in w0.
             self.merged.update(self.run.state.w0)
         result.rho = outcome.rho
-        result.optimization = outcome.summary()
+        result.optimization = {**outcome.summary(), "answer_kl_weight": self.run.answer_kl_weight}
         self.grad_share = outcome.grad_share
         return EpsTransform(
             outcome.eps, rounding=cfg.rounding, seed=cfg.seed, offsets=noise_offsets(self.targets)
@@ -206,11 +206,14 @@ class PatchJob:
         result = self.result
         if self.cfg.rho_rel is not None or self.src.kind == "adapter":
             result.rho_rule = "rho_rel x |w|"
+            if self.src.kind == "adapter":
+                run.default_to_whole_sequence_kl()
             return self._from_rel(run.target_norm)
         result.target_weight_norm = run.target_norm
         delta = delta_norm(self.src, self.cfg.base_model, self.merged, self.targets, self.token)
         if delta is not None:
             result.rho_rule = f"{DELTA_SHARE} x |w - w_base| (= {DELTA_SHARE} x {delta:.4g})"
+            run.default_to_whole_sequence_kl()
             return DELTA_SHARE * delta
         cap = DEFAULT_RHO_REL["full"] * run.target_norm
         result.rho_rule = f"{RISE} nats / |grad h|, at most {DEFAULT_RHO_REL['full']} x |w|"

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -85,6 +85,18 @@ def _log_probs(model: torch.nn.Module, batch: Batch) -> torch.Tensor:
 REFERENCE_TOP_K = 256
 
 
+def answer_head(batch: Batch, head_tokens: int) -> torch.Tensor:
+    """Which of ``_positions(batch)`` predict one of the first ``head_tokens`` response tokens."""
+    labels = batch.get("labels")
+    if labels is None or head_tokens <= 0:
+        return torch.zeros(
+            int(_positions(batch).sum()), dtype=torch.bool, device=batch["input_ids"].device
+        )
+    response = labels[:, 1:] != IGNORE_INDEX
+    head = response & (response.cumsum(dim=1) <= head_tokens)
+    return head[_positions(batch)]
+
+
 @dataclass
 class BenignReference:
     """Reference next-token log-probabilities at ε = 0 for each benign batch.
@@ -93,11 +105,20 @@ class BenignReference:
     forward pass per step. Only the ``REFERENCE_TOP_K`` most likely tokens of each position are
     kept (log-probabilities and ids): a full-vocabulary copy of a 49k-token model is ~100 MB per
     batch, and the tail it would add weighs almost nothing in the KL.
+
+    ``head_tokens``/``head_weight``: the drift term adds ``head_weight`` times the mean KL at the
+    first ``head_tokens`` response positions. A model decides there whether it answers or
+    refuses, and those few positions are lost in a mean over the whole prompt and response (on
+    SmolLM2-135M one position in ~100), which lets a refusal spread to benign prompts while the
+    whole-sequence KL barely moves.
     """
 
     batches: list[Batch]
+    head_tokens: int = 0
+    head_weight: float = 0.0
     log_probs: list[torch.Tensor] = field(default_factory=list)
     token_ids: list[torch.Tensor] = field(default_factory=list)
+    heads: list[torch.Tensor] = field(default_factory=list)
 
     @torch.no_grad()
     def compute(self, model: torch.nn.Module) -> BenignReference:
@@ -107,17 +128,31 @@ class BenignReference:
             top = lp.topk(min(REFERENCE_TOP_K, lp.shape[-1]), dim=-1)
             self.log_probs.append(top.values)
             self.token_ids.append(top.indices.to(torch.int32))
+        self.heads = [answer_head(b, self.head_tokens) for b in self.batches]
         return self
 
-    def kl(self, model: torch.nn.Module, i: int) -> torch.Tensor:
-        """Mean per-token KL(p_ref ‖ p_model) on benign batch ``i``, over the reference's top-k.
+    def position_kl(self, model: torch.nn.Module, i: int) -> torch.Tensor:
+        """Per-position KL(p_ref ‖ p_model) on benign batch ``i``, over the reference's top-k.
 
         The weights are the reference probabilities renormalized over its top-k tokens, and the
         log-ratio uses the true log-probabilities, so the estimate is exactly 0 at ε = 0.
         """
         ref = self.log_probs[i]
         cur = _log_probs(model, self.batches[i]).gather(-1, self.token_ids[i].long())
-        return (torch.softmax(ref, dim=-1) * (ref - cur)).sum(-1).mean()
+        return (torch.softmax(ref, dim=-1) * (ref - cur)).sum(-1)
+
+    def kl(self, model: torch.nn.Module, i: int) -> torch.Tensor:
+        """Mean per-token KL on benign batch ``i`` (what ``--max-kl`` and the guard bound)."""
+        return self.position_kl(model, i).mean()
+
+    def drift(self, model: torch.nn.Module, i: int) -> torch.Tensor:
+        """The objective's u on batch ``i``: the mean KL plus the weighted answer-head KL."""
+        per = self.position_kl(model, i)
+        u = per.mean()
+        head = self.heads[i] if self.heads else None
+        if self.head_weight and head is not None and bool(head.any()):
+            u = u + self.head_weight * per[head].mean()
+        return u
 
 
 @torch.no_grad()
@@ -160,23 +195,43 @@ class Objective:
         )
         return steps * len(roles), tokens
 
-    def terms(self, model: torch.nn.Module, step: int) -> dict[str, torch.Tensor]:
-        h = response_ce(model, self.harmful[step % len(self.harmful)])
-        j = capped(h, self.h_max)
-        out = {"h": h.detach()}
+    def terms(
+        self,
+        model: torch.nn.Module,
+        step: int,
+        *,
+        backward: Callable[[torch.Tensor, bool], None] | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """J and its parts on step ``step``'s batches.
+
+        ``backward(part, last)``, when given, is called on each term's signed, weighted share
+        of J right after that term's forward pass, so only one term's graph is alive at a time
+        (three graphs at once were the patch's memory peak on a real model); J is then
+        returned detached. ``last`` marks the final share of the step.
+        """
+        parts: list[tuple[str, Callable[[], torch.Tensor], float]] = [
+            ("h", lambda: response_ce(model, self.harmful[step % len(self.harmful)]), 1.0)
+        ]
         if self.refusal and self.alpha:
-            r = response_ce(model, self.refusal[step % len(self.refusal)])
-            j = j - self.alpha * r
-            out["r"] = r.detach()
+            batch = self.refusal[step % len(self.refusal)]
+            parts.append(("r", lambda: response_ce(model, batch), -self.alpha))
         if self.benign is not None and self.beta:
-            u = self._utility(model, step)
-            j = j - self.beta * u
-            out["u"] = u.detach()
-        out["J"] = j
+            parts.append(("u", lambda: self._utility(model, step), -self.beta))
+        out: dict[str, torch.Tensor] = {}
+        j: torch.Tensor | float = 0.0
+        for i, (name, loss, weight) in enumerate(parts):
+            value = loss()
+            share = capped(value, self.h_max) if name == "h" else weight * value
+            out[name] = value.detach()
+            if backward is not None:
+                backward(share, i == len(parts) - 1)
+                share = share.detach()
+            j = j + share
+        out["J"] = j  # type: ignore[assignment]
         return out
 
     def _utility(self, model: torch.nn.Module, step: int) -> torch.Tensor:
         if isinstance(self.benign, BenignReference):
-            return self.benign.kl(model, step % len(self.benign.batches))
+            return self.benign.drift(model, step % len(self.benign.batches))
         assert self.benign is not None
         return response_ce(model, self.benign[step % len(self.benign)])

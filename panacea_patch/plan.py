@@ -10,7 +10,9 @@ its placement). The memory model:
   persistent and moves w₀ to the host;
 - **w₀**: the targets in their stored dtype; **ε**: the targets in fp32;
 - **activations**: the largest graph one backward pass keeps, in proportion to the target layers
-  on each device; ``plan_estimate`` holds the per-token model and counts the passes and tokens.
+  on each device; ``plan_estimate`` holds the per-token model and counts the passes and tokens;
+- **gradients** (panacea): a step's terms run backward one after another, so the targets'
+  gradients accumulate over the step in the compute dtype before they are folded into ε.
 
 The random method loads no model: it streams one tensor at a time.
 """
@@ -22,7 +24,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from .budget import max_steps
+from .budget import DEFAULT_STEPS, RISE_STEPS, max_steps
 from .config import PatchConfig
 from .plan_estimate import (
     _SIZE,
@@ -53,10 +55,14 @@ class DeviceMemory:
     activations: int = 0
     # The benign reference's top-k log-probabilities and ids (objectives.BenignReference).
     reference: int = 0
+    # An ascent step's gradient, summed over its terms' separate backward passes.
+    gradients: int = 0
 
     @property
     def total(self) -> int:
-        return self.live_weights + self.w0 + self.eps + self.activations + self.reference
+        return (
+            self.live_weights + self.w0 + self.eps + self.activations + self.reference
+        ) + self.gradients
 
     def to_dict(self) -> dict[str, int]:
         return {**asdict(self), "total": self.total}
@@ -170,6 +176,9 @@ def build_plan(
             row.live_weights += t.numel * size
     for dev, numel in largest.items():
         per[dev].live_weights += 2 * numel * size  # the rebuilt weight and its gradient
+    if cfg.method == "panacea" and max_steps(cfg.steps) > 0:
+        for t in targets:
+            per.setdefault(where(t.name), DeviceMemory()).gradients += t.numel * size
 
     dims = _dims(src.config if src.kind == "full" else _base_config(src))
     data = None
@@ -196,7 +205,8 @@ def build_plan(
             plan["notes"].append("early stopping (--patience) may run fewer steps")
         if cfg.method == "panacea" and cfg.steps is None:
             plan["notes"].append(
-                f"--steps unset: the run picks 20-60 steps; counted here: {max_steps(None)}"
+                f"--steps unset: the run picks {RISE_STEPS}-{DEFAULT_STEPS} steps; counted "
+                f"here: {max_steps(None)}"
             )
     else:
         graphs = _estimated_graphs(cfg)
@@ -289,7 +299,7 @@ def format_plan(plan: Mapping[str, Any]) -> list[str]:
         lines.append(
             f"  {dev:<8} live weights {human(mem['live_weights']):>9}  w0 {human(mem['w0']):>9}  "
             f"eps {human(mem['eps']):>9}  activations {human(mem['activations']):>9}  "
-            f"= {human(mem['total'])}"
+            f"gradients {human(mem.get('gradients', 0)):>9}  = {human(mem['total'])}"
         )
     passes = plan.get("passes", {})
     if passes.get("forward_backward") is not None:

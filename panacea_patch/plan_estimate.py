@@ -1,7 +1,7 @@
 """Estimators of the --dry-run plan: activation bytes, passes and tokens, compute device and dtype.
 
-Activations are the largest graph one backward pass keeps: one harmful batch (closed form) or the
-harmful, refusal and benign batches of one Panacea step. Per token and decoder layer a
+Activations are the largest graph one backward pass keeps: one batch, since the closed form runs
+backward per harmful batch and a Panacea step per term (h, r, u), each right after its forward. Per token and decoder layer a
 Llama-style block saves about 11·hidden + 4·intermediate values in the compute dtype (norm inputs
 and outputs, q/k/v and their rotary copies, attention output, the MLP's gate, up, activation and
 product), plus fp32 copies of the norms' inputs in 16-bit compute. The head projects only the
@@ -127,7 +127,8 @@ def count_passes(cfg: PatchConfig, data: Any) -> dict[str, Any]:
                 graph.append(_head(benign[k % len(benign)], not cfg.benign_is_task))
             passes += len(graph)
             tokens += sum(t for t, _, _ in graph)
-            graphs.append(graph)
+            # Each term runs backward right after its own forward: one graph at a time.
+            graphs.extend([g] for g in graph)
         out["ascent"] = {"steps": max_steps(cfg.steps), "passes": passes, "tokens": tokens}
         out["graphs"] += graphs
     reference = benign[: max(max_steps(cfg.steps), 1)] if benign and not cfg.benign_is_task else []
@@ -146,7 +147,4 @@ def count_passes(cfg: PatchConfig, data: Any) -> dict[str, Any]:
 def _estimated_graphs(cfg: PatchConfig) -> list[list[tuple[int, int, int]]]:
     """Without the data: full batches of --max-length tokens, every position scored."""
     tokens = cfg.batch_size * cfg.max_length
-    one = (tokens, tokens, tokens)
-    if cfg.method == "panacea" and max_steps(cfg.steps) > 0:
-        return [[one, one, one]]
-    return [[one]]
+    return [[(tokens, tokens, tokens)]]

@@ -167,7 +167,7 @@ def test_negative_budget_options_are_refused(llama_dir: Path, tmp_path: Path, va
 
 
 def test_default_rho_without_base_buys_the_rise_in_nats(llama_dir: Path, tmp_path: Path) -> None:
-    from panacea_patch.budget import RISE, RISE_STEPS
+    from panacea_patch.budget import ANSWER_KL_WEIGHT, RISE, RISE_STEPS
 
     res = patch(llama_dir, tmp_path / "out", **{**FAST, "steps": None})
     opt = res.optimization
@@ -175,6 +175,8 @@ def test_default_rho_without_base_buys_the_rise_in_nats(llama_dir: Path, tmp_pat
     cap = 0.1 * res.target_weight_norm
     assert res.rho == pytest.approx(min(RISE / opt["harmful_grad_norm"], cap), rel=1e-6)
     assert opt["steps_run"] == RISE_STEPS
+    # Without a known delta, u weighs the answer head (budget.ANSWER_KL_WEIGHT).
+    assert opt["answer_kl_weight"] == ANSWER_KL_WEIGHT > 0
 
 
 def test_default_rho_with_a_known_base_is_a_share_of_the_delta(
@@ -195,6 +197,16 @@ def test_default_rho_with_a_known_base_is_a_share_of_the_delta(
     res = patch(tuned, tmp_path / "out", base_model=str(llama_dir), **{**FAST, "steps": 2})
     assert "w_base" in res.rho_rule
     assert res.rho == pytest.approx(DELTA_SHARE * float(delta.double().norm()), rel=1e-4)
+    # A budget from the known delta keeps the whole-sequence KL alone, unless asked otherwise.
+    assert res.optimization["answer_kl_weight"] == 0.0
+    kw = {**FAST, "steps": 2, "base_model": str(llama_dir), "answer_kl_weight": 0.5}
+    assert patch(tuned, tmp_path / "o2", **kw).optimization["answer_kl_weight"] == 0.5
+
+
+def test_an_adapter_defaults_to_the_whole_sequence_kl(lora_dir: Path, tmp_path: Path) -> None:
+    res = patch(lora_dir, tmp_path / "out", **{**FAST, "steps": 1})
+    assert res.rho_rule == "rho_rel x |w|"
+    assert res.optimization["answer_kl_weight"] == 0.0
 
 
 def test_a_base_with_other_tensors_is_refused(

@@ -29,6 +29,7 @@ from panacea_patch.evaluation import (
     kl_to_reference,
     make_judge,
     perplexity,
+    reference_continuations,
     write_samples,
 )
 from panacea_patch.evaluation.judges import JudgeOptions
@@ -152,6 +153,20 @@ def test_kl_is_zero_for_identical_models_and_positive_when_perturbed(
     drift = kl_to_reference(perturbed, model, tokenizer, PROMPTS, max_new_tokens=6, batch_size=2)
     assert drift.mean > 1e-4 and all(v >= 0 for v in drift.per_prompt)
     assert drift.tokens == same.tokens  # the continuation is the reference's, on both sides
+
+
+def test_kl_reuses_given_reference_continuations(model, perturbed, tokenizer) -> None:
+    conts = reference_continuations(model, tokenizer, PROMPTS, max_new_tokens=6, batch_size=2)
+    fresh = kl_to_reference(perturbed, model, tokenizer, PROMPTS, max_new_tokens=6, batch_size=2)
+    kw = dict(max_new_tokens=6, batch_size=2)
+    reused = kl_to_reference(perturbed, model, tokenizer, PROMPTS, continuations=conts, **kw)
+    assert reused.per_prompt == pytest.approx(fresh.per_prompt) and reused.tokens == fresh.tokens
+    # Other continuations give another figure: the given ones are the ones scored.
+    shorter = [c[:2] for c in conts]
+    other = kl_to_reference(perturbed, model, tokenizer, PROMPTS, continuations=shorter, **kw)
+    assert other.tokens == sum(len(c) for c in shorter) != fresh.tokens
+    with pytest.raises(InputError, match="continuations for"):
+        kl_to_reference(perturbed, model, tokenizer, PROMPTS, continuations=conts[:2], **kw)
 
 
 def test_perplexity_is_finite_over_response_tokens(model, perturbed, tokenizer) -> None:

@@ -165,8 +165,10 @@ def test_dry_run_plan_counts_the_runs_passes(llama_dir: Path, tmp_path: Path) ->
     mem = plan["per_device"]["cpu"]
     assert plan["compute_dtype"] == "float32" and plan["live_weights"] == "rebuilt per module"
     assert mem["eps"] == 4 * sum(t["numel"] for t in read_json_stdout(proc)["targets"])
-    parts = ("live_weights", "w0", "eps", "activations", "reference")
+    parts = ("live_weights", "w0", "eps", "activations", "reference", "gradients")
     assert mem["total"] == sum(mem[k] for k in parts) and mem["activations"] > 0
+    # A step's gradient accumulates over its terms in the compute dtype (fp32 here).
+    assert mem["gradients"] == mem["eps"]
     run = run_cli("patch", str(llama_dir), "--out", str(tmp_path / "o"), "--json", "-q", *args)
     assert run.returncode == 0, run.stderr
     phases = read_json_stdout(run)["optimization"]["phases"]

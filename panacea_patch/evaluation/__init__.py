@@ -30,7 +30,13 @@ from panacea_patch.evaluation.report import (
     write_samples,
 )
 from panacea_patch.evaluation.scoring import SCORERS, get_scorer
-from panacea_patch.evaluation.utility import KLResult, PerplexityResult, kl_to_reference, perplexity
+from panacea_patch.evaluation.utility import (
+    KLResult,
+    PerplexityResult,
+    kl_to_reference,
+    perplexity,
+    reference_continuations,
+)
 from panacea_patch.evaluation.verdicts import (
     DEFAULT_REFUSAL_PHRASES,
     DEFAULT_REFUSAL_START_PHRASES,
@@ -72,6 +78,7 @@ __all__ = [
     "make_judge",
     "parse_guard_output",
     "perplexity",
+    "reference_continuations",
     "run_batched",
     "write_samples",
 ]

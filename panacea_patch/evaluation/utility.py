@@ -69,8 +69,13 @@ def kl_to_reference(
     max_new_tokens: int,
     batch_size: BatchSize = "auto",
     progress: bool = False,
+    continuations: Sequence[Sequence[int]] | None = None,
 ) -> KLResult:
     """Mean next-token KL(p_ref ‖ p_model) along the reference model's greedy continuations.
+
+    ``continuations``: the reference's continuations from an earlier call
+    (``reference_continuations``), so that evaluating several models against one reference
+    generates them once.
 
     Definition, exactly:
 
@@ -92,15 +97,21 @@ def kl_to_reference(
     reference's on the reference's own text.
     """
     prompt_ids = encode_prompts(tokenizer, prompts)
-    cont_ids = generate_from_ids(
-        reference,
-        tokenizer,
-        prompt_ids,
-        max_new_tokens=max_new_tokens,
-        batch_size=batch_size,
-        progress=progress,
-        desc="reference continuations",
-    )
+    if continuations is None:
+        continuations = reference_continuations(
+            reference,
+            tokenizer,
+            prompts,
+            max_new_tokens=max_new_tokens,
+            batch_size=batch_size,
+            progress=progress,
+        )
+    if len(continuations) != len(prompt_ids):
+        raise InputError(
+            f"{len(continuations)} reference continuations for {len(prompt_ids)} prompts",
+            hint="compute the continuations for these prompts (reference_continuations)",
+        )
+    cont_ids = [list(c) for c in continuations]
     pad_id = resolve_pad_token_id(tokenizer)
 
     def run(indices: list[int]) -> list[tuple[float, int]]:
@@ -121,6 +132,28 @@ def kl_to_reference(
     total = sum(s for s, _ in sums)
     tokens = sum(n for _, n in sums)
     return KLResult(mean=total / tokens, tokens=tokens, per_prompt=[s / n for s, n in sums])
+
+
+def reference_continuations(
+    reference: Any,
+    tokenizer: Any,
+    prompts: Sequence[str],
+    *,
+    max_new_tokens: int,
+    batch_size: BatchSize = "auto",
+    progress: bool = False,
+) -> list[list[int]]:
+    """The reference's greedy continuation of each prompt (token ids), as ``kl_to_reference``
+    defines them; pass them back to it to reuse them."""
+    return generate_from_ids(
+        reference,
+        tokenizer,
+        encode_prompts(tokenizer, prompts),
+        max_new_tokens=max_new_tokens,
+        batch_size=batch_size,
+        progress=progress,
+        desc="reference continuations",
+    )
 
 
 def _log_probs(model: Any, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

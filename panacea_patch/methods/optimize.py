@@ -153,6 +153,9 @@ class GradSink:
     coef: Callable[[str, torch.Tensor], float] = lambda name, gsq: 1.0
     grad_sq: dict[str, torch.Tensor] = field(default_factory=dict)
     eps_sq: dict[str, torch.Tensor] = field(default_factory=dict)
+    # False while a step's earlier shares run backward: their gradients stay in .grad and the
+    # last share's backward folds the sum (so the step's gradient norm is that of the sum).
+    armed: bool = True
     _handles: list = field(default_factory=list)
 
     def __enter__(self) -> GradSink:
@@ -168,6 +171,8 @@ class GradSink:
 
     def _hook(self, name: str) -> Callable[[torch.Tensor], None]:
         def fold(p: torch.Tensor) -> None:
+            if not self.armed:
+                return
             g = p.grad
             gsq = ops.multi_sumsq([g])
             self.grad_sq[name] = self.grad_sq[name] + gsq if name in self.grad_sq else gsq
@@ -293,9 +298,14 @@ def panacea_ascent(
         else:
             coef = _global_coef(eta * state.rho / max(prev_norm, 1e-30))
         with GradSink(state, coef=coef) as sink:
-            terms = objective.terms(model, k)
-            _check_loss(terms["J"], f"step {k}: objective J")
-            terms["J"].backward()
+
+            def backward(share: torch.Tensor, last: bool, k: int = k) -> None:
+                _check_loss(share, f"step {k}: objective J")
+                # Gradients accumulate over the shares; the last one folds their sum into ε.
+                sink.armed = last
+                share.backward()
+
+            terms = objective.terms(model, k, backward=backward)
             grad_sq, eps_sq = sink.check_finite(f"step {k}")
             prev_norm = math.sqrt(sum(grad_sq.values()))
         norm = state.project(eps_sq)

@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from ..budget import max_steps
+from ..budget import ANSWER_KL_WEIGHT, max_steps
 from ..config import PatchConfig
 from ..data import IGNORE_INDEX, build_batches, count_tokens, data_digest, load_pairs
 from ..errors import InputError
@@ -98,12 +98,17 @@ def _pairs(cfg: PatchConfig, src: str, role: str, split: str) -> list[Any]:
     )
 
 
+def _answer_weight(cfg: PatchConfig) -> float:
+    return ANSWER_KL_WEIGHT if cfg.answer_kl_weight is None else cfg.answer_kl_weight
+
+
 def _batches(
     tokenizer: Any, cfg: PatchConfig, pairs: list[Any], *, shuffle_seed: int | None, role: str
 ) -> list[dict]:
     # The token budget is for h and r, which a response's first words decide. The utility
     # term keeps whole responses: a task's answer often comes at the end of its response.
-    # Length grouping likewise: each utility batch should be a fair sample of the task.
+    # Length grouping cuts padding; only task data (a cross-entropy step per batch) keeps
+    # shuffled batches, each a fair sample of the task. The KL reference has no such need.
     steered = role in ("harmful", "refusal")
     return build_batches(
         tokenizer,
@@ -184,7 +189,11 @@ class PerturbationRun:
         benign = [to_device(b, dev) for b in data.benign[: max(max_steps(cfg.steps), 1)]]
         # Reference log-probs are taken now, at ε = 0, before any weight moves.
         if benign and not cfg.benign_is_task:
-            self.benign: Any = BenignReference(benign).compute(lm.model)
+            self.benign: Any = BenignReference(
+                benign,
+                head_tokens=cfg.response_tokens or 16,
+                head_weight=_answer_weight(cfg),
+            ).compute(lm.model)
         else:
             self.benign = benign or None
         self.heldout = (
@@ -203,6 +212,17 @@ class PerturbationRun:
             tokens=count_tokens(reference),
             seconds=time.perf_counter() - started,
         )
+
+    @property
+    def answer_kl_weight(self) -> float:
+        """The weight of the answer-head KL in u (0 when u is task cross-entropy)."""
+        return self.benign.head_weight if isinstance(self.benign, BenignReference) else 0.0
+
+    def default_to_whole_sequence_kl(self) -> None:
+        """The budget is a share of a known fine-tuning delta: u without the answer head,
+        unless the user set ``--answer-kl-weight`` (budget.ANSWER_KL_WEIGHT says why)."""
+        if isinstance(self.benign, BenignReference) and self.cfg.answer_kl_weight is None:
+            self.benign.head_weight = 0.0
 
     def passes_per_run(self, steps: int | None = None) -> int:
         """Forward+backward passes one ``run`` makes at most (before early stopping)."""
