@@ -74,6 +74,7 @@ def main() -> None:
                         "rho": res.rho,
                         "rule": res.rho_rule,
                         "steps_run": res.optimization.get("steps_run"),
+                        "grad_norm": res.optimization.get("harmful_grad_norm"),
                         "guard": res.guard,
                         "HS": row.harmful_score,
                         "FA": row.task_accuracy,

@@ -126,7 +126,12 @@ class Bench:
         if out.exists() and cached is not None:
             return out, cached
         log.info("patch %s: %s", name, " ".join(options) or "(defaults)")
-        row = ev.run_cli_patch(source, out, list(options), self.cache / "logs" / f"{name}.log")
+        try:
+            row = ev.run_cli_patch(source, out, list(options), self.cache / "logs" / f"{name}.log")
+        except ev.PatchFailed as exc:
+            # A refusal to write (the damage guard) is a result too: keep it and go on.
+            row = {"failed": str(exc), "exit_code": exc.code, "bench_command": exc.command}
+            out.mkdir(parents=True, exist_ok=True)
         self.save(f"results/{name}.json", row)
         self.timed(f"patch:{name}", row["bench_seconds"])
         return out, row
@@ -135,6 +140,8 @@ class Bench:
         cached = self._load(f"evals/{name}.json")
         if cached is not None:
             return cached
+        if (self._load(f"results/{name}.json") or {}).get("failed"):
+            return {}  # the patch wrote nothing: nothing to evaluate
         started = time.perf_counter()
         kl_cache = self.cache / "continuations" / f"{reference.name}-eval.json"
         row = ev.evaluate_model(model_dir, reference, self.cache / "data", kl_cache=kl_cache)
@@ -211,7 +218,10 @@ def calibrate(b: Bench, name: str, options: list[str], *, quick: bool = False) -
         out, res = b.patch(f"dev-{name}", src, *options)
     cached = b._load(f"dev/{name}.json")
     if cached is None:
-        cached = ev.evaluate_model(out, src, b.cache / "data", half="dev", quick=quick)
+        kl_cache = b.cache / "continuations" / f"{src.name}-dev.json"
+        cached = ev.evaluate_model(
+            out, src, b.cache / "data", half="dev", quick=quick, kl_cache=kl_cache
+        )
         b.save(f"dev/{name}.json", cached)
     keys = ("harmful_score", "refusal_rate", "incoherence_rate", "over_refusal", "kl")
     row = {k: cached.get(k) for k in (*keys, "qa_accuracy")}

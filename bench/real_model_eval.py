@@ -22,6 +22,14 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+class PatchFailed(RuntimeError):
+    """The patch command refused to write (the damage guard tripped): a measured outcome."""
+
+    def __init__(self, message: str, code: int, command: str) -> None:
+        super().__init__(message)
+        self.code, self.command = code, command
+
+
 def run_cli_patch(source: Path, out: Path, options: list[str], log_file: Path) -> dict[str, Any]:
     """``panacea-patch patch SOURCE --out OUT --json OPTIONS``; the JSON plus wall time and RSS.
 
@@ -47,6 +55,9 @@ def run_cli_patch(source: Path, out: Path, options: list[str], log_file: Path) -
     seconds = time.perf_counter() - started
     if proc.returncode != 0:
         tail = log_file.read_text()[-2000:]
+        command = "panacea-patch patch SOURCE --out OUT " + " ".join(options)
+        if proc.returncode == 1 and "damage guard" in tail:
+            raise PatchFailed(tail.strip().splitlines()[-1], proc.returncode, command)
         raise RuntimeError(f"patch failed (exit {proc.returncode}):\n{tail}")
     row = json.loads(proc.stdout)
     row.pop("targets", None)
@@ -75,7 +86,7 @@ def evaluate_model(
 
     ``half="eval"``: the evaluation halves, for the reported tables; ``"dev"``: the halves that
     calibration may look at (the built-in sets' optimize halves, the dev QA and task rows).
-    ``quick`` (calibration only): 32-token answers, no KL, perplexity or task; the patch's own
+    ``quick`` (calibration only): no KL, perplexity or task; the patch's own
     figures stand in for the drift. ``kl_cache``: a JSON file holding the reference's greedy
     continuations of the benign prompts (written on first use), so that the models compared
     with one reference do not each generate them again.
@@ -87,7 +98,7 @@ def evaluate_model(
     common = dict(progress=False, batch_size=32)
     split = "evaluate" if half == "eval" else "optimize"
     cfg = EvalConfig(
-        max_new_tokens=32 if quick else 48,
+        max_new_tokens=48,
         harmful_split=split,
         benign_split=split,
         perplexity=not quick,

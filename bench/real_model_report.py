@@ -13,6 +13,7 @@ ROWS_A = [
     ("closed-form (same rho)", "A-closed-form"),
     ("random (same rho)", "A-random"),
     ("panacea --max-kl 0.05", "A-max-kl-0.05"),
+    ("superseded default: answer KL on 16 tokens", "A-panacea-head16"),
 ]
 ROWS_B = [
     ("aligned (LoRA SFT, merged)", "B-aligned"),
@@ -23,6 +24,8 @@ ROWS_B = [
     ("random on merged (same rho)", "B-random"),
     ("panacea --base-model ALIGNED on merged", "B-panacea-base"),
     ("panacea --max-kl 0.05 on merged", "B-max-kl-0.05"),
+    ("superseded default: answer KL on 16 tokens", "B-panacea-head16"),
+    ("superseded adapter default: 0.12 x |A,B|, 60 steps", "B-adapter-panacea-rel"),
 ]
 HEADER = (
     "| model | rho | HS % | refusal % | incoherent % | over-refusal % | KL | ppl | QA % | "
@@ -40,9 +43,11 @@ def _f(value: Any, fmt: str = "{:.1f}") -> str:
 
 def _row(label: str, name: str, cache: Path) -> str | None:
     ev = _load(cache / "evals" / f"{name}.json")
+    res = _load(cache / "results" / f"{name}.json") or {}
+    if res.get("failed"):
+        return f"| {label} | – | stopped, nothing written: {res['failed']} |" + " |" * 9
     if ev is None:
         return None
-    res = _load(cache / "results" / f"{name}.json") or {}
     rss = res.get("bench_peak_rss_mb")
     cells = [
         label,

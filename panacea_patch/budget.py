@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 from .checkpoint import ShardReader
@@ -22,11 +23,41 @@ RISE = 3.0
 # the 60 steps the organism was calibrated with; a start chosen by RISE is mild by construction
 # and gets RISE_STEPS (calibrated on SmolLM2-135M's development data).
 DEFAULT_STEPS, RISE_STEPS = 60, 20
-# Default weight of the answer-head KL in u (objectives.BenignReference). Without it, refusals
-# spread to SmolLM2's benign prompts (22% over-refused); with it on the demo organism, whose
-# budget is a share of its known fine-tuning delta, the harmful score rose by 2-4 points. So it
-# is on unless the default budget comes from a known delta (docs/RESULTS.md, "Real model").
-ANSWER_KL_WEIGHT = 1.0
+# Default weight of the answer KL in u (objectives.BenignReference). Without it, refusals spread
+# to SmolLM2's benign prompts (22% over-refused; 8% at weight 1, 5% at weight 2 on development
+# data); with it on the demo organism, whose budget is a share of its known fine-tuning delta,
+# the harmful score rose by 2-4 points. So it is on unless the default budget comes from a
+# known delta (docs/RESULTS.md, "Recalibration for real models").
+ANSWER_KL_WEIGHT = 2.0
+
+
+@dataclass
+class RiseRule:
+    """ρ = RISE / ‖∇h‖, at most ``cap``: applied once the closed form has measured ‖∇h‖.
+
+    ``cap_is_delta``: the cap is a share of a known fine-tuning delta (an adapter's own A/B
+    norm). When it binds, the run is that delta rule's run, as calibrated on the demo organism
+    (DEFAULT_STEPS, whole-sequence KL); when the rise binds (a real model's adapter, whose
+    0.12·‖A,B‖ broke it), it is the rise rule's (RISE_STEPS, answer KL).
+    """
+
+    cap: float
+    cap_is_delta: bool = False
+    capped: bool = False
+
+    def __call__(self, grad_norm: float) -> float:
+        rise = RISE / max(grad_norm, 1e-12)
+        self.capped = rise >= self.cap
+        return min(rise, self.cap)
+
+    @property
+    def delta_budget(self) -> bool:
+        """Whether the budget applied is a share of the fine-tuning delta."""
+        return self.cap_is_delta and self.capped
+
+    def steps(self) -> int:
+        """Default ascent steps for the budget that applied."""
+        return DEFAULT_STEPS if self.delta_budget else RISE_STEPS
 
 
 def max_steps(steps: int | None) -> int:

@@ -41,9 +41,10 @@ class PatchConfig(ConfigFields):
     )
     rho_rel: float | None = opt(
         None,
-        "Budget relative to the target weights' L2 norm (rho = rho_rel * |w|). Carries between "
-        "models better than an absolute rho. Default when neither rho nor max_kl is set: 0.1 for "
-        "full models, 0.12 for LoRA adapters (calibrated on the demo organism, docs/RESULTS.md).",
+        "Budget relative to the target weights' L2 norm (rho = rho_rel * |w|). Unset, with "
+        "neither rho nor max_kl: the scale-aware default of README 'How large a perturbation' "
+        "(a 3-nat rise of h, capped at 0.1 x |w| for full models and 0.12 x |A,B| for LoRA "
+        "adapters, or 0.6 x |w - w_base| with --base-model).",
         group="method",
     )
     max_kl: float | None = opt(
@@ -77,11 +78,11 @@ class PatchConfig(ConfigFields):
     beta: float = opt(10.0, "Weight of the benign utility-drift term u in J.", group="method")
     answer_kl_weight: float | None = opt(
         None,
-        "Extra weight, inside u, on the benign KL at the first --response-tokens response "
-        "tokens (16 when that is 0), where a model decides whether to answer or refuse; "
-        "0 uses the whole-sequence KL alone. Default: 1, or 0 when the default budget is a "
-        "share of a known fine-tuning delta (an adapter, or --base-model); README, 'What it "
-        "does'.",
+        "Extra weight, inside u, on the benign KL at the benign answers' own positions "
+        "(every response token), where a model decides whether to answer, refuse or stop; 0 "
+        "uses the whole-sequence KL alone. Default: 2, or 0 when the default budget is a share "
+        "of a known fine-tuning delta (--base-model, or an adapter's own-norm cap); README, "
+        "'What it does'.",
         group="method",
     )
     h_max: float = shared("h_max")

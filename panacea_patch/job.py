@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from .atomic import atomic_output_dir
-from .budget import DELTA_SHARE, RISE, RISE_STEPS, delta_norm, fmt, guard_verdict
+from .budget import DELTA_SHARE, RISE, RiseRule, delta_norm, fmt, guard_verdict
 from .checkpoint import ShardReader, copy_aux_files, write_patched
 from .config import PatchConfig
 from .errors import InputError, RuntimeFailure
@@ -172,21 +172,22 @@ class PatchJob:
             if cfg.max_kl is not None:
                 # The search starts where the default budget would be, on any model's scale.
                 start = self._default_rho(run)
-                steps = RISE_STEPS if callable(start) and cfg.steps is None else None
+                steps = None
                 rho, path = search_rho(
                     run, cfg.max_kl, start=start, steps=steps, progress=bar.update
                 )
-                bar.total = (len(path) + 1) * run.passes_per_run(steps)
+                bar.total = (len(path) + 1) * run.passes_per_run(run.steps_used)
                 self.result.rho_rule = (
                     f"--max-kl {cfg.max_kl:g}, searched from: {self.result.rho_rule}"
                 )
             else:
                 rho = cfg.rho if cfg.rho is not None else self._default_rho(run)
                 path = []
-                # A ρ chosen by the rise rule starts mild and needs fewer steps (budget.py).
-                steps = RISE_STEPS if callable(rho) and cfg.steps is None else None
-                bar.total = run.passes_per_run(steps)
+                steps = None  # a RiseRule picks them once it knows which bound applied
+                bar.total = run.passes_per_run(run.expected_steps(rho))
             outcome = run.run(rho, progress=bar.update, steps=steps)
+            if isinstance(rho, RiseRule) and rho.capped:
+                self.result.rho_rule += " (the cap applied)"
             # Early stopping makes the ascent shorter than planned: close the bar at its end.
             bar.total = bar.n
         outcome.rho_search = path
@@ -204,10 +205,14 @@ class PatchJob:
           to first order (ρ·‖∇h‖), capped at ``rho_rel`` 0.1.
         """
         result = self.result
-        if self.cfg.rho_rel is not None or self.src.kind == "adapter":
+        if self.cfg.rho_rel is None and self.src.kind == "adapter":
+            cap = self._from_rel(run.target_norm)
+            result.rho_rule = (
+                f"{RISE} nats / |grad h|, at most {result.rho_rel} x |A,B| (the adapter's delta)"
+            )
+            return RiseRule(cap, cap_is_delta=True)
+        if self.cfg.rho_rel is not None:
             result.rho_rule = "rho_rel x |w|"
-            if self.src.kind == "adapter":
-                run.default_to_whole_sequence_kl()
             return self._from_rel(run.target_norm)
         result.target_weight_norm = run.target_norm
         delta = delta_norm(self.src, self.cfg.base_model, self.merged, self.targets, self.token)
@@ -217,7 +222,7 @@ class PatchJob:
             return DELTA_SHARE * delta
         cap = DEFAULT_RHO_REL["full"] * run.target_norm
         result.rho_rule = f"{RISE} nats / |grad h|, at most {DEFAULT_RHO_REL['full']} x |w|"
-        return lambda grad_norm: min(RISE / max(grad_norm, 1e-12), cap)
+        return RiseRule(cap)
 
     def _guard(self, run: Any, rho: float) -> dict[str, Any]:
         """Measure the damage before anything is written; stop (exit 1) past the limit."""

@@ -85,15 +85,16 @@ def _log_probs(model: torch.nn.Module, batch: Batch) -> torch.Tensor:
 REFERENCE_TOP_K = 256
 
 
-def answer_head(batch: Batch, head_tokens: int) -> torch.Tensor:
-    """Which of ``_positions(batch)`` predict one of the first ``head_tokens`` response tokens."""
+def answer_head(batch: Batch, head_tokens: int | None) -> torch.Tensor:
+    """Which of ``_positions(batch)`` predict one of the first ``head_tokens`` response tokens
+    (every response token, its end-of-turn included, when ``head_tokens`` is None)."""
     labels = batch.get("labels")
-    if labels is None or head_tokens <= 0:
+    if labels is None or (head_tokens is not None and head_tokens <= 0):
         return torch.zeros(
             int(_positions(batch).sum()), dtype=torch.bool, device=batch["input_ids"].device
         )
     response = labels[:, 1:] != IGNORE_INDEX
-    head = response & (response.cumsum(dim=1) <= head_tokens)
+    head = response if head_tokens is None else response & (response.cumsum(dim=1) <= head_tokens)
     return head[_positions(batch)]
 
 
@@ -107,14 +108,14 @@ class BenignReference:
     batch, and the tail it would add weighs almost nothing in the KL.
 
     ``head_tokens``/``head_weight``: the drift term adds ``head_weight`` times the mean KL at the
-    first ``head_tokens`` response positions. A model decides there whether it answers or
-    refuses, and those few positions are lost in a mean over the whole prompt and response (on
-    SmolLM2-135M one position in ~100), which lets a refusal spread to benign prompts while the
-    whole-sequence KL barely moves.
+    first ``head_tokens`` response positions (all of them when None, the patch's choice). A
+    model decides there whether it answers, refuses or stops, and those positions are a small
+    part of a mean over the system prompt, the prompt and the answer, which lets a refusal
+    spread to benign prompts while the whole-sequence KL barely moves.
     """
 
     batches: list[Batch]
-    head_tokens: int = 0
+    head_tokens: int | None = 0
     head_weight: float = 0.0
     log_probs: list[torch.Tensor] = field(default_factory=list)
     token_ids: list[torch.Tensor] = field(default_factory=list)

@@ -21,6 +21,7 @@ import torch
 
 from .budget import max_steps
 from .config import PatchConfig
+from .data import count_tokens
 
 # Values saved per token and layer: C_HIDDEN·hidden + C_INTER·intermediate (compute dtype).
 C_HIDDEN = 12
@@ -91,10 +92,6 @@ def activation_bytes(dims: Mapping[str, int], dtype: torch.dtype, graph: Graph) 
     return int((kept + transient) * (1 + SLACK))
 
 
-def _tokens(batch: Mapping[str, torch.Tensor]) -> int:
-    return int(batch["input_ids"].numel())
-
-
 def _head(batch: Mapping[str, torch.Tensor], kl: bool) -> tuple[int, int, int]:
     """(tokens, span rows, scored positions) of one batch, as ``objectives`` selects them."""
     if kl:
@@ -104,14 +101,14 @@ def _head(batch: Mapping[str, torch.Tensor], kl: bool) -> tuple[int, int, int]:
         positions = batch["labels"][:, 1:] != -100
     cols = positions.any(0).nonzero().flatten()
     span = int(cols[-1]) - int(cols[0]) + 1 if cols.numel() else 0
-    return _tokens(batch), span * positions.shape[0], int(positions.sum())
+    return count_tokens([batch]), span * positions.shape[0], int(positions.sum())
 
 
 def count_passes(cfg: PatchConfig, data: Any) -> dict[str, Any]:
     """Forward(+backward) passes and tokens the run makes, from the real batches."""
     harmful, refusal, benign = data.harmful, data.refusal, data.benign
     out: dict[str, Any] = {
-        "closed_form": {"passes": len(harmful), "tokens": sum(map(_tokens, harmful))},
+        "closed_form": {"passes": len(harmful), "tokens": count_tokens(harmful)},
         "graphs": [[_head(b, False)] for b in harmful],
     }
     if cfg.method == "panacea" and max_steps(cfg.steps) > 0:
@@ -139,7 +136,7 @@ def count_passes(cfg: PatchConfig, data: Any) -> dict[str, Any]:
     )
     out["forward_only"] = {
         "passes": len(reference) + 2 * len(heldout),
-        "tokens": sum(map(_tokens, reference)) + 2 * sum(map(_tokens, heldout)),
+        "tokens": count_tokens(reference) + 2 * count_tokens(heldout),
     }
     return out
 

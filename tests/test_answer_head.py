@@ -39,6 +39,12 @@ def test_answer_head_marks_the_first_n_response_targets_of_each_row(tiny_tokeniz
     assert head.tolist() == expected
     assert int(head.sum()) == 3 * batch["input_ids"].shape[0]
     assert not answer_head(batch, 0).any()
+    # None: every response target, the end-of-turn token included.
+    whole = answer_head(batch, None)
+    mask = batch["attention_mask"].bool()
+    positions = mask[:, :-1] & mask[:, 1:]
+    assert torch.equal(whole, (batch["labels"][:, 1:] != IGNORE_INDEX)[positions])
+    assert bool((whole | ~head).all()) and int(whole.sum()) > int(head.sum())
 
 
 def test_drift_adds_the_weighted_head_kl_and_is_zero_at_the_reference(

@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from ..budget import ANSWER_KL_WEIGHT, max_steps
+from ..budget import ANSWER_KL_WEIGHT, DEFAULT_STEPS, RISE_STEPS, RiseRule, max_steps
 from ..config import PatchConfig
 from ..data import IGNORE_INDEX, build_batches, count_tokens, data_digest, load_pairs
 from ..errors import InputError
@@ -171,6 +171,7 @@ class PerturbationRun:
     ) -> None:
         self.lm, self.cfg, self.data = lm, cfg, data
         self.counter = PhaseCounter()
+        self.steps_used = max_steps(cfg.steps)
         params = require_targets(lm, [t.name for t in targets])
         freeze_except(lm, params)
         if cfg.gradient_checkpointing:
@@ -191,7 +192,7 @@ class PerturbationRun:
         if benign and not cfg.benign_is_task:
             self.benign: Any = BenignReference(
                 benign,
-                head_tokens=cfg.response_tokens or 16,
+                head_tokens=None,
                 head_weight=_answer_weight(cfg),
             ).compute(lm.model)
         else:
@@ -212,6 +213,12 @@ class PerturbationRun:
             tokens=count_tokens(reference),
             seconds=time.perf_counter() - started,
         )
+
+    def expected_steps(self, rho: Any) -> int:
+        """The ascent steps ``run(rho)`` will make, as far as is known before it starts."""
+        if self.cfg.steps is None and isinstance(rho, RiseRule):
+            return DEFAULT_STEPS if rho.cap_is_delta else RISE_STEPS
+        return max_steps(self.cfg.steps)
 
     @property
     def answer_kl_weight(self) -> float:
@@ -261,7 +268,12 @@ class PerturbationRun:
             seconds=time.perf_counter() - started,
         )
         history: list[dict[str, float]] = []
+        if steps is None and cfg.steps is None and isinstance(rule, RiseRule):
+            steps = rule.steps()
+            if rule.delta_budget:
+                self.default_to_whole_sequence_kl()
         steps = steps if steps is not None else max_steps(cfg.steps)
+        self.steps_used = steps
         if cfg.method == "panacea" and steps > 0:
             started = time.perf_counter()
             objective = self.objective(harmful)
@@ -364,6 +376,7 @@ def search_rho(
     lo, hi, rho = 0.0, math.inf, start
     for _ in range(max_trials):
         rho = run.run(rho, progress, steps=steps).rho
+        steps = run.steps_used  # the first trial's rule chose them; keep them for the rest
         kl = run.heldout_kl()
         ok = kl <= max_kl
         path.append({"rho": rho, "kl": kl, "ok": float(ok)})
