@@ -25,7 +25,6 @@ ROWS_B = [
     ("panacea --base-model ALIGNED on merged", "B-panacea-base"),
     ("panacea --max-kl 0.05 on merged", "B-max-kl-0.05"),
     ("superseded default: answer KL on 16 tokens", "B-panacea-head16"),
-    ("superseded adapter default: 0.12 x |A,B|, 60 steps", "B-adapter-panacea-rel"),
 ]
 HEADER = (
     "| model | rho | HS % | refusal % | incoherent % | over-refusal % | KL | ppl | QA % | "
@@ -151,7 +150,14 @@ def _times(cache: Path) -> dict[str, float]:
     Several bench processes may share a cache and overwrite each other's ``times.json``; the
     per-model JSON files are the authority for what they hold.
     """
-    times = dict(_load(cache / "times.json") or {})
+    times = {
+        k: v
+        for k, v in (_load(cache / "times.json") or {}).items()
+        # Drop the times of models this cache no longer holds (superseded runs).
+        if not k.startswith(("patch:", "eval:"))
+        or (cache / "evals" / f"{k.split(':')[1]}.json").exists()
+        or (cache / "results" / f"{k.split(':')[1]}.json").exists()
+    }
     for f in sorted((cache / "results").glob("*.json")):
         times[f"patch:{f.stem}"] = (_load(f) or {}).get("bench_seconds")
     for f in sorted((cache / "evals").glob("*.json")):

@@ -33,16 +33,9 @@ ANSWER_KL_WEIGHT = 2.0
 
 @dataclass
 class RiseRule:
-    """ρ = RISE / ‖∇h‖, at most ``cap``: applied once the closed form has measured ‖∇h‖.
-
-    ``cap_is_delta``: the cap is a share of a known fine-tuning delta (an adapter's own A/B
-    norm). When it binds, the run is that delta rule's run, as calibrated on the demo organism
-    (DEFAULT_STEPS, whole-sequence KL); when the rise binds (a real model's adapter, whose
-    0.12·‖A,B‖ broke it), it is the rise rule's (RISE_STEPS, answer KL).
-    """
+    """ρ = RISE / ‖∇h‖, at most ``cap``: applied once the closed form has measured ‖∇h‖."""
 
     cap: float
-    cap_is_delta: bool = False
     capped: bool = False
 
     def __call__(self, grad_norm: float) -> float:
@@ -50,14 +43,9 @@ class RiseRule:
         self.capped = rise >= self.cap
         return min(rise, self.cap)
 
-    @property
-    def delta_budget(self) -> bool:
-        """Whether the budget applied is a share of the fine-tuning delta."""
-        return self.cap_is_delta and self.capped
-
     def steps(self) -> int:
-        """Default ascent steps for the budget that applied."""
-        return DEFAULT_STEPS if self.delta_budget else RISE_STEPS
+        """Default ascent steps: the rise rule's start is mild by construction."""
+        return RISE_STEPS
 
 
 def max_steps(steps: int | None) -> int:

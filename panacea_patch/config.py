@@ -43,8 +43,8 @@ class PatchConfig(ConfigFields):
         None,
         "Budget relative to the target weights' L2 norm (rho = rho_rel * |w|). Unset, with "
         "neither rho nor max_kl: the scale-aware default of README 'How large a perturbation' "
-        "(a 3-nat rise of h, capped at 0.1 x |w| for full models and 0.12 x |A,B| for LoRA "
-        "adapters, or 0.6 x |w - w_base| with --base-model).",
+        "(0.12 x |A,B| for LoRA adapters, 0.6 x |w - w_base| with --base-model, else a 3-nat "
+        "rise of h capped at 0.1 x |w|).",
         group="method",
     )
     max_kl: float | None = opt(
@@ -81,8 +81,7 @@ class PatchConfig(ConfigFields):
         "Extra weight, inside u, on the benign KL at the benign answers' own positions "
         "(every response token), where a model decides whether to answer, refuse or stop; 0 "
         "uses the whole-sequence KL alone. Default: 2, or 0 when the default budget is a share "
-        "of a known fine-tuning delta (--base-model, or an adapter's own-norm cap); README, "
-        "'What it does'.",
+        "of a known fine-tuning delta (--base-model, or an adapter); README, 'What it does'.",
         group="method",
     )
     h_max: float = shared("h_max")

@@ -159,7 +159,8 @@ class PatchJob:
         return rel * target_norm
 
     def _optimize(self) -> Any:
-        from .methods.perturb import AlignmentData, PerturbationRun, search_rho
+        from .methods.perturb import AlignmentData, PerturbationRun
+        from .methods.rho_search import search_rho
 
         cfg = self.cfg
         data = AlignmentData.load(self.lm.tokenizer, cfg)
@@ -205,14 +206,10 @@ class PatchJob:
           to first order (ρ·‖∇h‖), capped at ``rho_rel`` 0.1.
         """
         result = self.result
-        if self.cfg.rho_rel is None and self.src.kind == "adapter":
-            cap = self._from_rel(run.target_norm)
-            result.rho_rule = (
-                f"{RISE} nats / |grad h|, at most {result.rho_rel} x |A,B| (the adapter's delta)"
-            )
-            return RiseRule(cap, cap_is_delta=True)
-        if self.cfg.rho_rel is not None:
+        if self.cfg.rho_rel is not None or self.src.kind == "adapter":
             result.rho_rule = "rho_rel x |w|"
+            if self.src.kind == "adapter":
+                run.default_to_whole_sequence_kl()
             return self._from_rel(run.target_norm)
         result.target_weight_norm = run.target_norm
         delta = delta_norm(self.src, self.cfg.base_model, self.merged, self.targets, self.token)

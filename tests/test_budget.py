@@ -203,24 +203,11 @@ def test_default_rho_with_a_known_base_is_a_share_of_the_delta(
     assert patch(tuned, tmp_path / "o2", **kw).optimization["answer_kl_weight"] == 0.5
 
 
-@pytest.mark.parametrize("rise_binds", [True, False])
-def test_an_adapter_budget_is_the_rise_capped_by_its_own_delta(
-    lora_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, rise_binds: bool
-) -> None:
-    from panacea_patch import budget
-
-    # A real model's adapter: the 3-nat rise is the smaller bound; the organism's: the cap.
-    monkeypatch.setattr(budget, "RISE", 1e-4 if rise_binds else 1e4)
-    res = patch(lora_dir, tmp_path / "out", **{**FAST, "max_examples": 8, "steps": None})
-    opt = res.optimization
-    cap = 0.12 * res.target_weight_norm
-    rise = budget.RISE / opt["harmful_grad_norm"]
-    assert res.rho == pytest.approx(min(rise, cap), rel=1e-6)
-    assert ("cap applied" in res.rho_rule) is not rise_binds
-    if rise_binds:
-        assert (opt["steps_run"], opt["answer_kl_weight"]) == (budget.RISE_STEPS, 2.0)
-    else:  # the delta rule's run, as calibrated on the organism
-        assert (opt["steps_run"], opt["answer_kl_weight"]) == (budget.DEFAULT_STEPS, 0.0)
+def test_an_adapter_defaults_to_the_whole_sequence_kl(lora_dir: Path, tmp_path: Path) -> None:
+    res = patch(lora_dir, tmp_path / "out", **{**FAST, "steps": 1})
+    assert res.rho_rule == "rho_rel x |w|"
+    assert res.rho == pytest.approx(0.12 * res.target_weight_norm, rel=1e-6)
+    assert res.optimization["answer_kl_weight"] == 0.0
 
 
 def test_a_base_with_other_tensors_is_refused(

@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from ..budget import ANSWER_KL_WEIGHT, DEFAULT_STEPS, RISE_STEPS, RiseRule, max_steps
+from ..budget import ANSWER_KL_WEIGHT, RiseRule, max_steps
 from ..config import PatchConfig
 from ..data import IGNORE_INDEX, build_batches, count_tokens, data_digest, load_pairs
 from ..errors import InputError
@@ -217,7 +217,7 @@ class PerturbationRun:
     def expected_steps(self, rho: Any) -> int:
         """The ascent steps ``run(rho)`` will make, as far as is known before it starts."""
         if self.cfg.steps is None and isinstance(rho, RiseRule):
-            return DEFAULT_STEPS if rho.cap_is_delta else RISE_STEPS
+            return rho.steps()
         return max_steps(self.cfg.steps)
 
     @property
@@ -270,8 +270,6 @@ class PerturbationRun:
         history: list[dict[str, float]] = []
         if steps is None and cfg.steps is None and isinstance(rule, RiseRule):
             steps = rule.steps()
-            if rule.delta_budget:
-                self.default_to_whole_sequence_kl()
         steps = steps if steps is not None else max_steps(cfg.steps)
         self.steps_used = steps
         if cfg.method == "panacea" and steps > 0:
@@ -353,49 +351,3 @@ def _enable_checkpointing(model: Any) -> None:
     for m in model.modules():
         if isinstance(m, torch.nn.Dropout):
             m.eval()
-
-
-def search_rho(
-    run: PerturbationRun,
-    max_kl: float,
-    *,
-    start: float | Callable[[float], float],
-    max_trials: int = 10,
-    tolerance: float = 0.2,
-    steps: int | None = None,
-    progress: Callable[[int], None] | None = None,
-) -> tuple[float, list[dict[str, float]]]:
-    """Largest ρ whose held-out benign KL ≤ ``max_kl``: geometric search, then bisection.
-
-    ``start`` is the first trial's ρ, or a rule from ‖∇h‖ to ρ (the scale-aware default), so
-    the search begins near the right scale. It stops once the bracket is within ``tolerance``
-    (relative). Returns the chosen ρ and the path of (ρ, KL) trials. Runs are deterministic, so
-    the caller re-runs the method at the chosen ρ instead of keeping a second copy of ε around.
-    """
-    path: list[dict[str, float]] = []
-    lo, hi, rho = 0.0, math.inf, start
-    for _ in range(max_trials):
-        rho = run.run(rho, progress, steps=steps).rho
-        steps = run.steps_used  # the first trial's rule chose them; keep them for the rest
-        kl = run.heldout_kl()
-        ok = kl <= max_kl
-        path.append({"rho": rho, "kl": kl, "ok": float(ok)})
-        log.info("max-kl search: rho=%.4g kl=%.4g (%s)", rho, kl, "ok" if ok else "over")
-        if ok:
-            lo = rho
-        else:
-            hi = rho
-        if lo > 0 and hi != math.inf and (hi - lo) / hi < tolerance:
-            break
-        if hi == math.inf:
-            rho = rho * 2
-        elif lo == 0.0:
-            rho = rho / 4
-        else:
-            rho = (lo + hi) / 2
-    if lo == 0.0:
-        raise InputError(
-            f"no rho down to {rho:.3g} keeps the benign KL <= {max_kl}",
-            hint="raise --max-kl or pass an explicit --rho",
-        )
-    return lo, path
