@@ -184,7 +184,10 @@ def test_signal_while_writing_leaves_nothing(tmp_path: Path, sig: signal.Signals
     src = tmp_path / "big"
     factory.build_model(src, family="llama", max_shard_size="200KB")
     # A slow transform keeps the writer busy long enough to be interrupted mid-shard.
+    # SIGINT's default handler, even when the suite runs from a background shell (SIG_IGN).
     script = f"""
+import signal
+signal.signal(signal.SIGINT, signal.default_int_handler)
 import time, panacea_patch.methods.random as r
 orig = r.RandomTransform.__call__
 def slow(self, name, w0):

@@ -207,7 +207,10 @@ def test_nan_loss_aborts_naming_the_step(llama_dir: Path, tmp_path: Path) -> Non
 
 
 def test_ctrl_c_during_optimization_writes_nothing(llama_dir: Path, tmp_path: Path) -> None:
+    # A shell that starts the suite in the background makes its children ignore SIGINT, and
+    # Python keeps an inherited SIG_IGN: restore the default, as an interactive user has it.
     script = (
+        "import signal; signal.signal(signal.SIGINT, signal.default_int_handler);"
         "from panacea_patch import patch; print('go', flush=True);"
         f"patch({str(llama_dir)!r}, {str(tmp_path / 'out')!r}, rho=0.1, steps=100000, max_examples=8, progress=False)"
     )
