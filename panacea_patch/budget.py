@@ -43,10 +43,6 @@ class RiseRule:
         self.capped = rise >= self.cap
         return min(rise, self.cap)
 
-    def steps(self) -> int:
-        """Default ascent steps: the rise rule's start is mild by construction."""
-        return RISE_STEPS
-
 
 def max_steps(steps: int | None) -> int:
     """The most ascent steps a run can make (``steps`` None is the automatic default)."""

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from .atomic import atomic_output_dir
-from .budget import DELTA_SHARE, RISE, RiseRule, delta_norm, fmt, guard_verdict
+from .budget import DELTA_SHARE, RISE, RISE_STEPS, RiseRule, delta_norm, fmt, guard_verdict
 from .checkpoint import ShardReader, copy_aux_files, write_patched
 from .config import PatchConfig
 from .errors import InputError, RuntimeFailure
@@ -173,19 +173,20 @@ class PatchJob:
             if cfg.max_kl is not None:
                 # The search starts where the default budget would be, on any model's scale.
                 start = self._default_rho(run)
-                steps = None
+                steps = RISE_STEPS if isinstance(start, RiseRule) and cfg.steps is None else None
                 rho, path = search_rho(
                     run, cfg.max_kl, start=start, steps=steps, progress=bar.update
                 )
-                bar.total = (len(path) + 1) * run.passes_per_run(run.steps_used)
+                bar.total = (len(path) + 1) * run.passes_per_run(steps)
                 self.result.rho_rule = (
                     f"--max-kl {cfg.max_kl:g}, searched from: {self.result.rho_rule}"
                 )
             else:
                 rho = cfg.rho if cfg.rho is not None else self._default_rho(run)
                 path = []
-                steps = None  # a RiseRule picks them once it knows which bound applied
-                bar.total = run.passes_per_run(run.expected_steps(rho))
+                # A ρ chosen by the rise rule starts mild and needs fewer steps (budget.py).
+                steps = RISE_STEPS if isinstance(rho, RiseRule) and cfg.steps is None else None
+                bar.total = run.passes_per_run(steps)
             outcome = run.run(rho, progress=bar.update, steps=steps)
             if isinstance(rho, RiseRule) and rho.capped:
                 self.result.rho_rule += " (the cap applied)"

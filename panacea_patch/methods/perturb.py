@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from ..budget import ANSWER_KL_WEIGHT, RiseRule, max_steps
+from ..budget import ANSWER_KL_WEIGHT, max_steps
 from ..config import PatchConfig
 from ..data import IGNORE_INDEX, build_batches, count_tokens, data_digest, load_pairs
 from ..errors import InputError
@@ -171,7 +171,6 @@ class PerturbationRun:
     ) -> None:
         self.lm, self.cfg, self.data = lm, cfg, data
         self.counter = PhaseCounter()
-        self.steps_used = max_steps(cfg.steps)
         params = require_targets(lm, [t.name for t in targets])
         freeze_except(lm, params)
         if cfg.gradient_checkpointing:
@@ -213,12 +212,6 @@ class PerturbationRun:
             tokens=count_tokens(reference),
             seconds=time.perf_counter() - started,
         )
-
-    def expected_steps(self, rho: Any) -> int:
-        """The ascent steps ``run(rho)`` will make, as far as is known before it starts."""
-        if self.cfg.steps is None and isinstance(rho, RiseRule):
-            return rho.steps()
-        return max_steps(self.cfg.steps)
 
     @property
     def answer_kl_weight(self) -> float:
@@ -268,10 +261,7 @@ class PerturbationRun:
             seconds=time.perf_counter() - started,
         )
         history: list[dict[str, float]] = []
-        if steps is None and cfg.steps is None and isinstance(rule, RiseRule):
-            steps = rule.steps()
         steps = steps if steps is not None else max_steps(cfg.steps)
-        self.steps_used = steps
         if cfg.method == "panacea" and steps > 0:
             started = time.perf_counter()
             objective = self.objective(harmful)

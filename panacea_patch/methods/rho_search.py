@@ -33,7 +33,6 @@ def search_rho(
     lo, hi, rho = 0.0, math.inf, start
     for _ in range(max_trials):
         rho = run.run(rho, progress, steps=steps).rho
-        steps = run.steps_used  # the first trial's rule chose them; keep them for the rest
         kl = run.heldout_kl()
         ok = kl <= max_kl
         path.append({"rho": rho, "kl": kl, "ok": float(ok)})
