@@ -62,11 +62,7 @@ class Bench:
         return json.loads(p.read_text()) if p.exists() else None
 
     def save(self, name: str, value: Any) -> None:
-        p = self.cache / name
-        p.parent.mkdir(parents=True, exist_ok=True)
-        tmp = p.with_suffix(".tmp")
-        tmp.write_text(json.dumps(value, indent=1, default=str))
-        os.replace(tmp, p)
+        ev.save_json(self.cache / name, value)
 
     def timed(self, key: str, seconds: float) -> None:
         self.times[key] = round(seconds, 1)
@@ -236,9 +232,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     ap.add_argument("stage", choices=(*STAGES, "all", "dev"))
     ap.add_argument("--name", default="default", help="dev: the candidate's name (cache key)")
-    ap.add_argument(
-        "--quick", action="store_true", help="dev: 32-token answers, no KL/perplexity/task"
-    )
+    ap.add_argument("--quick", action="store_true", help="dev: no KL, perplexity or task accuracy")
     ap.add_argument("options", nargs=argparse.REMAINDER, help="dev: patch options after --")
     ap.add_argument("--cache", type=Path, default=Path("bench/out/real-model"))
     ap.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")

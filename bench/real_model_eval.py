@@ -22,6 +22,14 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def save_json(path: Path, value: Any) -> None:
+    """Write ``value`` as JSON atomically (a half-written cache entry would poison reruns)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(value, indent=1, default=str))
+    os.replace(tmp, path)
+
+
 class PatchFailed(RuntimeError):
     """The patch command refused to write (the damage guard tripped): a measured outcome."""
 
@@ -142,10 +150,7 @@ def _kl(lm: Any, reference_dir: Path, split: str, tokens: int, *, cache: Path | 
             ref, lm.tokenizer, prompts, max_new_tokens=tokens, batch_size=32
         )
         if cache is not None:
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cache.with_suffix(".tmp")
-            tmp.write_text(json.dumps(conts))
-            os.replace(tmp, cache)
+            save_json(cache, conts)
     result = kl_to_reference(
         lm.model,
         ref,

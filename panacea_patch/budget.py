@@ -24,8 +24,8 @@ RISE = 3.0
 # and gets RISE_STEPS (calibrated on SmolLM2-135M's development data).
 DEFAULT_STEPS, RISE_STEPS = 60, 20
 # Default weight of the answer KL in u (objectives.BenignReference). Without it, refusals spread
-# to SmolLM2's benign prompts (22% over-refused; 8% at weight 1, 5% at weight 2 on development
-# data); with it on the demo organism, whose budget is a share of its known fine-tuning delta,
+# to SmolLM2's benign prompts (22% of held-out ones over-refused; on development data 7.9% at
+# weight 1, 4.6% at weight 2); with it on the demo organism, whose budget is a share of its known fine-tuning delta,
 # the harmful score rose by 2-4 points. So it is on unless the default budget comes from a
 # known delta (docs/RESULTS.md, "Recalibration for real models").
 ANSWER_KL_WEIGHT = 2.0

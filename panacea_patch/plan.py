@@ -60,9 +60,7 @@ class DeviceMemory:
 
     @property
     def total(self) -> int:
-        return (
-            self.live_weights + self.w0 + self.eps + self.activations + self.reference
-        ) + self.gradients
+        return sum(asdict(self).values())
 
     def to_dict(self) -> dict[str, int]:
         return {**asdict(self), "total": self.total}

@@ -98,13 +98,8 @@ def kl_to_reference(
     """
     prompt_ids = encode_prompts(tokenizer, prompts)
     if continuations is None:
-        continuations = reference_continuations(
-            reference,
-            tokenizer,
-            prompts,
-            max_new_tokens=max_new_tokens,
-            batch_size=batch_size,
-            progress=progress,
+        continuations = _continuations(
+            reference, tokenizer, prompt_ids, max_new_tokens, batch_size, progress
         )
     if len(continuations) != len(prompt_ids):
         raise InputError(
@@ -145,10 +140,22 @@ def reference_continuations(
 ) -> list[list[int]]:
     """The reference's greedy continuation of each prompt (token ids), as ``kl_to_reference``
     defines them; pass them back to it to reuse them."""
+    prompt_ids = encode_prompts(tokenizer, prompts)
+    return _continuations(reference, tokenizer, prompt_ids, max_new_tokens, batch_size, progress)
+
+
+def _continuations(
+    reference: Any,
+    tokenizer: Any,
+    prompt_ids: Sequence[Sequence[int]],
+    max_new_tokens: int,
+    batch_size: BatchSize,
+    progress: bool,
+) -> list[list[int]]:
     return generate_from_ids(
         reference,
         tokenizer,
-        encode_prompts(tokenizer, prompts),
+        prompt_ids,
         max_new_tokens=max_new_tokens,
         batch_size=batch_size,
         progress=progress,
