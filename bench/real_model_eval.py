@@ -163,6 +163,19 @@ def _kl(lm: Any, reference_dir: Path, split: str, tokens: int, *, cache: Path | 
     return {"kl": result.mean, "kl_tokens": result.tokens}
 
 
+def _plain_response_ce(model: torch.nn.Module, batch: dict) -> torch.Tensor:
+    """The old run's pass: every row whole (no shared prefix), logits over the response span."""
+    import torch.nn.functional as F
+
+    labels = batch["labels"][:, 1:]
+    positions = labels != -100
+    cols = positions.any(0).nonzero().flatten()
+    keep = torch.arange(int(cols[0]), int(cols[-1]) + 1)
+    inputs = {k: batch[k] for k in ("input_ids", "attention_mask")}
+    logits = model(**inputs, logits_to_keep=keep).logits
+    return F.cross_entropy(logits[positions[:, keep]].float(), labels[positions])
+
+
 def cost_before_after(source: Path, after: dict[str, Any], *, sample_passes: int = 3) -> dict:
     """Tokens of the old default run (whole responses, 60 steps, no early stop) vs this one.
 
@@ -173,7 +186,6 @@ def cost_before_after(source: Path, after: dict[str, Any], *, sample_passes: int
     from panacea_patch.config import PatchConfig
     from panacea_patch.methods.perturb import AlignmentData
     from panacea_patch.modeling import load_model
-    from panacea_patch.objectives import response_ce
 
     lm = load_model(source, device="cpu", dtype="float32")
     old_cfg = PatchConfig(response_tokens=0, patience=0, steps=60, max_damage_kl=0)
@@ -189,7 +201,7 @@ def cost_before_after(source: Path, after: dict[str, Any], *, sample_passes: int
     timed, timed_tokens = 0.0, 0
     for batch in old.harmful[:sample_passes]:
         started = time.perf_counter()
-        response_ce(lm.model, batch).backward()
+        _plain_response_ce(lm.model, batch).backward()
         timed += time.perf_counter() - started
         timed_tokens += int(batch["input_ids"].numel())
     lm.model.zero_grad(set_to_none=True)

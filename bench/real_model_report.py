@@ -13,6 +13,7 @@ ROWS_A = [
     ("closed-form (same rho)", "A-closed-form"),
     ("random (same rho)", "A-random"),
     ("panacea --max-kl 0.05", "A-max-kl-0.05"),
+    ("superseded default: answer KL weight 2, 20 steps", "A-panacea-w2"),
     ("superseded default: answer KL on 16 tokens", "A-panacea-head16"),
 ]
 ROWS_B = [
@@ -24,6 +25,7 @@ ROWS_B = [
     ("random on merged (same rho)", "B-random"),
     ("panacea --base-model ALIGNED on merged", "B-panacea-base"),
     ("panacea --max-kl 0.05 on merged", "B-max-kl-0.05"),
+    ("superseded default: answer KL weight 2, 20 steps", "B-panacea-w2"),
     ("superseded default: answer KL on 16 tokens", "B-panacea-head16"),
 ]
 HEADER = (

@@ -21,14 +21,16 @@ RISE = 3.0
 # Default ascent length. A budget from the weights' scale (rho_rel, an adapter's norm, the
 # fine-tuning delta) starts the ascent far from the model (+16 nats on the organism) and gets
 # the 60 steps the organism was calibrated with; a start chosen by RISE is mild by construction
-# and gets RISE_STEPS (calibrated on SmolLM2-135M's development data).
-DEFAULT_STEPS, RISE_STEPS = 60, 20
+# and gets RISE_STEPS (calibrated on SmolLM2-135M's development data: with the answer KL at
+# weight 4, 30 steps left 5% of harmful requests answered where 20 left 11%).
+DEFAULT_STEPS, RISE_STEPS = 60, 30
 # Default weight of the answer KL in u (objectives.BenignReference). Without it, refusals spread
 # to SmolLM2's benign prompts (22% of held-out ones over-refused; on development data 7.9% at
-# weight 1, 4.6% at weight 2); with it on the demo organism, whose budget is a share of its known fine-tuning delta,
-# the harmful score rose by 2-4 points. So it is on unless the default budget comes from a
-# known delta (docs/RESULTS.md, "Recalibration for real models").
-ANSWER_KL_WEIGHT = 2.0
+# weight 1, 4.6% at weight 2, 2.8% at weight 4 with 30 steps); with it on the demo organism,
+# whose budget is a share of its known fine-tuning delta, the harmful score rose by 2-4 points.
+# So it is on unless the default budget comes from a known delta (docs/RESULTS.md,
+# "Recalibration for real models").
+ANSWER_KL_WEIGHT = 4.0
 
 
 @dataclass

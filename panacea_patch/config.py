@@ -60,7 +60,7 @@ class PatchConfig(ConfigFields):
     )
     steps: int | None = opt(
         None,
-        "Projected gradient-ascent steps for --method panacea. Default: 60, or 20 when the "
+        "Projected gradient-ascent steps for --method panacea. Default: 60, or 30 when the "
         "default budget comes from the loss-rise rule (its start is mild; README, 'How large "
         "a perturbation').",
         group="method",
@@ -80,7 +80,7 @@ class PatchConfig(ConfigFields):
         None,
         "Extra weight, inside u, on the benign KL at the benign answers' own positions "
         "(every response token), where a model decides whether to answer, refuse or stop; 0 "
-        "uses the whole-sequence KL alone. Default: 2, or 0 when the default budget is a share "
+        "uses the whole-sequence KL alone. Default: 4, or 0 when the default budget is a share "
         "of a known fine-tuning delta (--base-model, or an adapter); README, 'What it does'.",
         group="method",
     )

@@ -165,15 +165,17 @@ class PatchJob:
         cfg = self.cfg
         data = AlignmentData.load(self.lm.tokenizer, cfg)
         self.extra["data"] = {"digests": data.digests, "counts": data.counts, "split": "optimize"}
-        run = PerturbationRun(self.lm, self.targets, cfg, data)
-        per_run = run.passes_per_run()
+        # A ρ chosen by the rise rule starts mild and needs fewer steps (budget.py); knowing it
+        # now keeps the benign reference to the batches those steps use.
+        steps = RISE_STEPS if self._rise_rule_applies() and cfg.steps is None else None
+        run = PerturbationRun(self.lm, self.targets, cfg, data, steps=steps)
+        per_run = run.passes_per_run(steps)
         with progress_bar(
             total=per_run, desc="optimizing", unit="pass", enabled=self.progress
         ) as bar:
             if cfg.max_kl is not None:
                 # The search starts where the default budget would be, on any model's scale.
                 start = self._default_rho(run)
-                steps = RISE_STEPS if isinstance(start, RiseRule) and cfg.steps is None else None
                 rho, path = search_rho(
                     run, cfg.max_kl, start=start, steps=steps, progress=bar.update
                 )
@@ -184,9 +186,6 @@ class PatchJob:
             else:
                 rho = cfg.rho if cfg.rho is not None else self._default_rho(run)
                 path = []
-                # A ρ chosen by the rise rule starts mild and needs fewer steps (budget.py).
-                steps = RISE_STEPS if isinstance(rho, RiseRule) and cfg.steps is None else None
-                bar.total = run.passes_per_run(steps)
             outcome = run.run(rho, progress=bar.update, steps=steps)
             if isinstance(rho, RiseRule) and rho.capped:
                 self.result.rho_rule += " (the cap applied)"
@@ -196,6 +195,13 @@ class PatchJob:
         self.run = run
         self.result.guard = self._guard(run, outcome.rho)
         return outcome
+
+    def _rise_rule_applies(self) -> bool:
+        """Whether ``_default_rho`` will return the rise rule (no ρ given, no known delta)."""
+        cfg, kind = self.cfg, self.src.kind
+        given = cfg.rho_rel is not None or (cfg.rho is not None and cfg.max_kl is None)
+        delta_known = bool(self.merged) or (kind == "full" and bool(cfg.base_model))
+        return not given and kind != "adapter" and not delta_known
 
     def _default_rho(self, run: Any) -> Any:
         """ρ when the user gave none: scale-aware (README, "How large a perturbation").

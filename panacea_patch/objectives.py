@@ -10,33 +10,18 @@
 
 from __future__ import annotations
 
-import functools
-import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 
-from .data import IGNORE_INDEX, Batch
+from .data import IGNORE_INDEX, Batch, batch_tokens
+from .shared_prefix import span_logits
 
 
 def to_device(batch: Batch, device: torch.device) -> Batch:
     return {k: v.to(device) for k, v in batch.items()}
-
-
-def _accepts_logits_to_keep(model: torch.nn.Module) -> bool:
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return _forward_takes_logits_to_keep(type(base))
-
-
-@functools.cache
-def _forward_takes_logits_to_keep(cls: type) -> bool:
-    # Once per model class: this sits on the path of every forward pass.
-    try:
-        return "logits_to_keep" in inspect.signature(cls.forward).parameters
-    except (TypeError, ValueError):
-        return False
 
 
 def selected_logits(model: torch.nn.Module, batch: Batch, positions: torch.Tensor) -> torch.Tensor:
@@ -44,18 +29,14 @@ def selected_logits(model: torch.nn.Module, batch: Batch, positions: torch.Tenso
 
     The vocabulary projection runs only over the span of columns that holds a wanted position:
     with a 49k-token vocabulary it is a large share of a small model's compute and most of the
-    activation memory, and the losses need it on a few response tokens only.
+    activation memory, and the losses need it on a few response tokens only. The rows' shared
+    first tokens (a chat template's system prompt) run once (``shared_prefix``).
     """
     cols = positions.any(0).nonzero().flatten()
     if cols.numel() == 0:
         return torch.zeros(0, 1, device=positions.device)
     start, end = int(cols[0]), int(cols[-1]) + 1
-    inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
-    if _accepts_logits_to_keep(model):
-        keep = torch.arange(start, end, device=batch["input_ids"].device)
-        logits = model(**inputs, logits_to_keep=keep).logits
-    else:
-        logits = model(**inputs).logits[:, start:end]
+    logits = span_logits(model, batch, start, end)
     return logits[positions[:, start:end]].float()
 
 
@@ -181,8 +162,9 @@ class Objective:
         """Forward+backward passes one ``terms`` call makes (one per active role)."""
         return 1 + bool(self.refusal and self.alpha) + bool(self.benign is not None and self.beta)
 
-    def cost(self, steps: int) -> tuple[int, int]:
-        """(passes, tokens) that ``steps`` calls of ``terms`` compute."""
+    def cost(self, steps: int, *, share: bool = False) -> tuple[int, int]:
+        """(passes, tokens) that ``steps`` calls of ``terms`` compute (``share``: the model
+        runs each batch's shared prefix once)."""
         roles: list[Sequence[Batch]] = [self.harmful]
         if self.refusal and self.alpha:
             roles.append(self.refusal)
@@ -190,7 +172,7 @@ class Objective:
             benign = self.benign
             roles.append(benign.batches if isinstance(benign, BenignReference) else benign)
         tokens = sum(
-            int(batches[k % len(batches)]["input_ids"].numel())
+            batch_tokens(batches[k % len(batches)], share=share)
             for batches in roles
             for k in range(steps)
         )

@@ -92,7 +92,7 @@ def activation_bytes(dims: Mapping[str, int], dtype: torch.dtype, graph: Graph) 
     return int((kept + transient) * (1 + SLACK))
 
 
-def _head(batch: Mapping[str, torch.Tensor], kl: bool) -> tuple[int, int, int]:
+def _head(batch: Mapping[str, torch.Tensor], kl: bool, share: bool) -> tuple[int, int, int]:
     """(tokens, span rows, scored positions) of one batch, as ``objectives`` selects them."""
     if kl:
         mask = batch["attention_mask"].bool()
@@ -101,15 +101,18 @@ def _head(batch: Mapping[str, torch.Tensor], kl: bool) -> tuple[int, int, int]:
         positions = batch["labels"][:, 1:] != -100
     cols = positions.any(0).nonzero().flatten()
     span = int(cols[-1]) - int(cols[0]) + 1 if cols.numel() else 0
-    return count_tokens([batch]), span * positions.shape[0], int(positions.sum())
+    return count_tokens([batch], share=share), span * positions.shape[0], int(positions.sum())
 
 
 def count_passes(cfg: PatchConfig, data: Any) -> dict[str, Any]:
     """Forward(+backward) passes and tokens the run makes, from the real batches."""
     harmful, refusal, benign = data.harmful, data.refusal, data.benign
+    # Decoder-only models run each batch's shared prefix once (shared_prefix), except under
+    # gradient checkpointing, where transformers turns the cache off.
+    share = not cfg.gradient_checkpointing
     out: dict[str, Any] = {
-        "closed_form": {"passes": len(harmful), "tokens": count_tokens(harmful)},
-        "graphs": [[_head(b, False)] for b in harmful],
+        "closed_form": {"passes": len(harmful), "tokens": count_tokens(harmful, share=share)},
+        "graphs": [[_head(b, False, share)] for b in harmful],
     }
     if cfg.method == "panacea" and max_steps(cfg.steps) > 0:
         use_r = bool(refusal) and bool(cfg.alpha)
@@ -117,11 +120,11 @@ def count_passes(cfg: PatchConfig, data: Any) -> dict[str, Any]:
         passes = tokens = 0
         graphs = []
         for k in range(max_steps(cfg.steps)):
-            graph = [_head(harmful[k % len(harmful)], False)]
+            graph = [_head(harmful[k % len(harmful)], False, share)]
             if use_r:
-                graph.append(_head(refusal[k % len(refusal)], False))
+                graph.append(_head(refusal[k % len(refusal)], False, share))
             if use_u:
-                graph.append(_head(benign[k % len(benign)], not cfg.benign_is_task))
+                graph.append(_head(benign[k % len(benign)], not cfg.benign_is_task, share))
             passes += len(graph)
             tokens += sum(t for t, _, _ in graph)
             # Each term runs backward right after its own forward: one graph at a time.
@@ -132,11 +135,11 @@ def count_passes(cfg: PatchConfig, data: Any) -> dict[str, Any]:
     heldout = list(getattr(data, "heldout_benign", [])) + list(getattr(data, "heldout_refusal", []))
     # Positions whose top-k reference log-probabilities are kept for the run.
     out["reference_positions"] = sum(
-        _head(b, True)[2] for b in reference + list(getattr(data, "heldout_benign", []))
+        _head(b, True, share)[2] for b in reference + list(getattr(data, "heldout_benign", []))
     )
     out["forward_only"] = {
         "passes": len(reference) + 2 * len(heldout),
-        "tokens": count_tokens(reference) + 2 * count_tokens(heldout),
+        "tokens": count_tokens(reference, share=share) + 2 * count_tokens(heldout, share=share),
     }
     return out
 

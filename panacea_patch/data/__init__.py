@@ -8,6 +8,7 @@ batches = build_batches(tokenizer, pairs, batch_size=8, max_length=256)
 
 from panacea_patch.data.batching import (
     Batch,
+    batch_tokens,
     build_batches,
     build_generation_batches,
     collate,
@@ -45,6 +46,7 @@ __all__ = [
     "Pair",
     "Role",
     "Split",
+    "batch_tokens",
     "build_batches",
     "build_generation_batches",
     "builtin_prompt_set",

@@ -114,9 +114,33 @@ def build_batches(
     return batches
 
 
-def count_tokens(batches: Sequence[Batch]) -> int:
-    """Tokens a forward pass over ``batches`` computes, padding included."""
-    return sum(int(b["input_ids"].numel()) for b in batches)
+#: Shorter shared prefixes are not worth a second forward call.
+MIN_PREFIX = 4
+
+
+def prefix_length(batch: Batch) -> int:
+    """Leading columns that every row of ``batch`` holds, identical and attended; 0 when there
+    are too few to be worth sharing or fewer than two rows. At least one column stays out, so
+    the rows' own pass is never empty."""
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    if ids.shape[0] < 2 or ids.shape[1] < 2:
+        return 0
+    same = (ids == ids[:1]).all(0) & mask.bool().all(0)
+    n = min(int(same.int().cumprod(0).sum()), ids.shape[1] - 1)
+    return n if n >= MIN_PREFIX else 0
+
+
+def batch_tokens(batch: Batch, *, share: bool) -> int:
+    """Tokens one forward pass over ``batch`` computes (padding included)."""
+    rows, cols = batch["input_ids"].shape
+    shared = prefix_length(batch) if share else 0
+    return rows * cols - (rows - 1) * shared
+
+
+def count_tokens(batches: Sequence[Batch], *, share: bool = False) -> int:
+    """Tokens a forward pass over ``batches`` computes, padding included; with ``share``, each
+    batch's shared prefix once (``panacea_patch.shared_prefix``)."""
+    return sum(batch_tokens(b, share=share) for b in batches)
 
 
 def build_generation_batches(

@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from .. import shared_prefix
 from ..budget import ANSWER_KL_WEIGHT, max_steps
 from ..config import PatchConfig
 from ..data import IGNORE_INDEX, build_batches, count_tokens, data_digest, load_pairs
@@ -168,7 +169,11 @@ class PerturbationRun:
         targets: list[Target],
         cfg: PatchConfig,
         data: AlignmentData,
+        *,
+        steps: int | None = None,
     ) -> None:
+        """``steps``: the ascent steps the job will ask ``run`` for, when it knows them (the
+        rise rule's); the benign reference covers only the batches those steps use."""
         self.lm, self.cfg, self.data = lm, cfg, data
         self.counter = PhaseCounter()
         params = require_targets(lm, [t.name for t in targets])
@@ -186,7 +191,8 @@ class PerturbationRun:
         )
         started = time.perf_counter()
         dev = lm.device
-        benign = [to_device(b, dev) for b in data.benign[: max(max_steps(cfg.steps), 1)]]
+        planned = steps if steps is not None else max_steps(cfg.steps)
+        benign = [to_device(b, dev) for b in data.benign[: max(planned, 1)]]
         # Reference log-probs are taken now, at ε = 0, before any weight moves.
         if benign and not cfg.benign_is_task:
             self.benign: Any = BenignReference(
@@ -209,9 +215,14 @@ class PerturbationRun:
         self.counter.add(
             "reference",
             passes=len(reference),
-            tokens=count_tokens(reference),
+            tokens=count_tokens(reference, share=self.share_prefix),
             seconds=time.perf_counter() - started,
         )
+
+    @property
+    def share_prefix(self) -> bool:
+        """Whether forward passes compute each batch's shared prefix once (token counts)."""
+        return shared_prefix.supported(self.lm.model)
 
     @property
     def answer_kl_weight(self) -> float:
@@ -257,7 +268,7 @@ class PerturbationRun:
         self.counter.add(
             "closed_form",
             passes=len(harmful),
-            tokens=count_tokens(harmful),
+            tokens=count_tokens(harmful, share=self.share_prefix),
             seconds=time.perf_counter() - started,
         )
         history: list[dict[str, float]] = []
@@ -275,7 +286,7 @@ class PerturbationRun:
                 patience=cfg.patience,
                 progress=progress,
             )
-            passes, tokens = objective.cost(len(history))
+            passes, tokens = objective.cost(len(history), share=self.share_prefix)
             self.counter.add(
                 "ascent", passes=passes, tokens=tokens, seconds=time.perf_counter() - started
             )
@@ -328,7 +339,7 @@ class PerturbationRun:
         self.counter.add(
             "guard",
             passes=len(batches),
-            tokens=count_tokens(batches),
+            tokens=count_tokens(batches, share=self.share_prefix),
             seconds=time.perf_counter() - started,
         )
         return figures
