@@ -18,6 +18,9 @@ import torch
 
 from .data.batching import Batch, prefix_length
 
+#: Model classes found unable to run on a repeated prefix cache (see ``span_logits``).
+_NO_SHARING: set[type] = set()
+
 
 def _base(model: torch.nn.Module) -> torch.nn.Module:
     return model.get_base_model() if hasattr(model, "get_base_model") else model
@@ -44,7 +47,8 @@ def supported(model: torch.nn.Module) -> bool:
     base = _base(model)
     config = getattr(base, "config", None)
     return (
-        _cache_arg(model) is not None
+        type(base) not in _NO_SHARING
+        and _cache_arg(model) is not None
         and "use_cache" in _forward_params(type(base))
         and config is not None
         and not getattr(config, "is_encoder_decoder", False)
@@ -98,8 +102,11 @@ def span_logits(model: torch.nn.Module, batch: Batch, start: int, end: int) -> t
     )
     if not row_cols.numel():
         return pre.expand(ids.shape[0], -1, -1)
-    if cache is None:
-        raise RuntimeError(f"{type(_base(model)).__name__} returned no cache with use_cache=True")
+    if cache is None or not hasattr(cache, "batch_repeat_interleave"):
+        # A model that advertises a cache but returns none (or one that cannot be repeated
+        # per row) runs plainly from now on.
+        _NO_SHARING.add(type(_base(model)))
+        return span_logits(model, batch, start, end)
     cache.batch_repeat_interleave(ids.shape[0])
     # Positions follow from the cache's length; the full-width mask covers prefix and padding.
     rows, _ = _call(

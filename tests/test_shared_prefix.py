@@ -143,3 +143,27 @@ def test_a_patch_with_a_system_prompt_counts_fewer_tokens_for_the_same_eps(
     assert saved >= 15 * (8 - 1) * shared["closed_form"]["passes"]
     for name, tensor in out_plain.items():
         torch.testing.assert_close(out_shared[name], tensor, atol=1e-6, rtol=1e-4)
+
+
+def test_a_model_that_returns_no_cache_falls_back_to_the_plain_pass(llama_dir: Path) -> None:
+    import functools
+
+    from transformers import LlamaForCausalLM
+
+    class CachelessLlama(LlamaForCausalLM):
+        # Advertises a cache in its signature, as every decoder does, but returns none.
+        @functools.wraps(LlamaForCausalLM.forward)
+        def forward(self, *args, **kwargs):
+            out = super().forward(*args, **kwargs)
+            for key in ("cache", "past_key_values"):
+                if key in out:
+                    out[key] = None
+            return out
+
+    model = CachelessLlama.from_pretrained(llama_dir, dtype=torch.float32).eval()
+    batch = _batch(model.config.vocab_size)
+    assert shared_prefix.supported(model)
+    keep = batch["attention_mask"][..., None].bool()
+    got = shared_prefix.span_logits(model, batch, 0, 16)
+    torch.testing.assert_close(got * keep, _plain(model, batch) * keep, atol=1e-5, rtol=1e-5)
+    assert not shared_prefix.supported(model)  # remembered for the rest of the run
