@@ -122,11 +122,13 @@ class Bench:
         if out.exists() and cached is not None:
             return out, cached
         log.info("patch %s: %s", name, " ".join(options) or "(defaults)")
+        started = time.perf_counter()
         try:
             row = ev.run_cli_patch(source, out, list(options), self.cache / "logs" / f"{name}.log")
         except ev.PatchFailed as exc:
             # A refusal to write (the damage guard) is a result too: keep it and go on.
             row = {"failed": str(exc), "exit_code": exc.code, "bench_command": exc.command}
+            row["bench_seconds"] = round(time.perf_counter() - started, 1)
             out.mkdir(parents=True, exist_ok=True)
         self.save(f"results/{name}.json", row)
         self.timed(f"patch:{name}", row["bench_seconds"])
