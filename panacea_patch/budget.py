@@ -51,6 +51,22 @@ def max_steps(steps: int | None) -> int:
     return DEFAULT_STEPS if steps is None else steps
 
 
+def rise_rule_applies(cfg: Any, *, kind: str, merged: bool) -> bool:
+    """Whether the default ρ is the rise rule: no ρ given and no fine-tuning delta known
+    (an adapter, a merged adapter, or ``--base-model``); README, "How large a perturbation"."""
+    given = cfg.rho_rel is not None or (cfg.rho is not None and cfg.max_kl is None)
+    delta_known = kind == "adapter" or merged or (kind == "full" and bool(cfg.base_model))
+    return not given and not delta_known
+
+
+def planned_steps(cfg: Any, *, kind: str, merged: bool) -> int:
+    """The ascent steps a run makes, early stopping aside: ``--steps``, else the rise rule's
+    RISE_STEPS or DEFAULT_STEPS."""
+    if cfg.steps is not None:
+        return cfg.steps
+    return RISE_STEPS if rise_rule_applies(cfg, kind=kind, merged=merged) else DEFAULT_STEPS
+
+
 def delta_norm(
     src: ResolvedSource,
     base_model: str | None,

@@ -11,7 +11,16 @@ from pathlib import Path
 from typing import Any
 
 from .atomic import atomic_output_dir
-from .budget import DELTA_SHARE, RISE, RISE_STEPS, RiseRule, delta_norm, fmt, guard_verdict
+from .budget import (
+    DELTA_SHARE,
+    RISE,
+    RISE_STEPS,
+    RiseRule,
+    delta_norm,
+    fmt,
+    guard_verdict,
+    rise_rule_applies,
+)
 from .checkpoint import ShardReader, copy_aux_files, write_patched
 from .config import PatchConfig
 from .errors import InputError, RuntimeFailure
@@ -167,7 +176,8 @@ class PatchJob:
         self.extra["data"] = {"digests": data.digests, "counts": data.counts, "split": "optimize"}
         # A ρ chosen by the rise rule starts mild and needs fewer steps (budget.py); knowing it
         # now keeps the benign reference to the batches those steps use.
-        steps = RISE_STEPS if self._rise_rule_applies() and cfg.steps is None else None
+        rise = rise_rule_applies(cfg, kind=self.src.kind, merged=bool(self.merged))
+        steps = RISE_STEPS if rise and cfg.steps is None else None
         run = PerturbationRun(self.lm, self.targets, cfg, data, steps=steps)
         per_run = run.passes_per_run(steps)
         with progress_bar(
@@ -195,13 +205,6 @@ class PatchJob:
         self.run = run
         self.result.guard = self._guard(run, outcome.rho)
         return outcome
-
-    def _rise_rule_applies(self) -> bool:
-        """Whether ``_default_rho`` will return the rise rule (no ρ given, no known delta)."""
-        cfg, kind = self.cfg, self.src.kind
-        given = cfg.rho_rel is not None or (cfg.rho is not None and cfg.max_kl is None)
-        delta_known = bool(self.merged) or (kind == "full" and bool(cfg.base_model))
-        return not given and kind != "adapter" and not delta_known
 
     def _default_rho(self, run: Any) -> Any:
         """ρ when the user gave none: scale-aware (README, "How large a perturbation").

@@ -24,7 +24,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from .budget import DEFAULT_STEPS, RISE_STEPS, max_steps
+from .budget import RISE_STEPS, planned_steps
 from .config import PatchConfig
 from .plan_estimate import (
     _SIZE,
@@ -174,7 +174,9 @@ def build_plan(
             row.live_weights += t.numel * size
     for dev, numel in largest.items():
         per[dev].live_weights += 2 * numel * size  # the rebuilt weight and its gradient
-    if cfg.method == "panacea" and max_steps(cfg.steps) > 0:
+    merged = bool(getattr(cfg, "merge_adapter", False))
+    steps = planned_steps(cfg, kind=src.kind, merged=merged) if cfg.method == "panacea" else 0
+    if steps > 0:
         for t in targets:
             per.setdefault(where(t.name), DeviceMemory()).gradients += t.numel * size
 
@@ -185,7 +187,7 @@ def build_plan(
     except Exception as exc:  # counting is best effort: a dry run must not fail on it
         plan["notes"].append(f"alignment data not tokenized ({type(exc).__name__}): {exc}")
     if data is not None:
-        counted = count_passes(cfg, data)
+        counted = count_passes(cfg, data, steps)
         graphs = counted.pop("graphs")
         ref_positions = counted.pop("reference_positions")
         fb = counted["closed_form"]["passes"] + counted.get("ascent", {}).get("passes", 0)
@@ -201,11 +203,9 @@ def build_plan(
             plan["notes"].append("--max-kl repeats the whole optimization up to 10 times")
         if getattr(cfg, "patience", None):
             plan["notes"].append("early stopping (--patience) may run fewer steps")
-        if cfg.method == "panacea" and cfg.steps is None:
-            plan["notes"].append(
-                f"--steps unset: the run picks {RISE_STEPS}-{DEFAULT_STEPS} steps; counted "
-                f"here: {max_steps(None)}"
-            )
+        if steps and cfg.steps is None:
+            rule = "the rise rule's" if steps == RISE_STEPS else "a budget from the weights'"
+            plan["notes"].append(f"--steps unset: {steps} steps, {rule} default")
     else:
         graphs = _estimated_graphs(cfg)
         plan["passes"] = {"forward_backward": None, "note": "data not counted (Hub dataset)"}

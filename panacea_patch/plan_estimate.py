@@ -19,7 +19,6 @@ from typing import Any
 
 import torch
 
-from .budget import max_steps
 from .config import PatchConfig
 from .data import count_tokens
 
@@ -104,8 +103,9 @@ def _head(batch: Mapping[str, torch.Tensor], kl: bool, share: bool) -> tuple[int
     return count_tokens([batch], share=share), span * positions.shape[0], int(positions.sum())
 
 
-def count_passes(cfg: PatchConfig, data: Any) -> dict[str, Any]:
-    """Forward(+backward) passes and tokens the run makes, from the real batches."""
+def count_passes(cfg: PatchConfig, data: Any, steps: int) -> dict[str, Any]:
+    """Forward(+backward) passes and tokens the run makes over ``steps`` ascent steps, from the
+    real batches."""
     harmful, refusal, benign = data.harmful, data.refusal, data.benign
     # Decoder-only models run each batch's shared prefix once (shared_prefix), except under
     # gradient checkpointing, where transformers turns the cache off.
@@ -114,12 +114,12 @@ def count_passes(cfg: PatchConfig, data: Any) -> dict[str, Any]:
         "closed_form": {"passes": len(harmful), "tokens": count_tokens(harmful, share=share)},
         "graphs": [[_head(b, False, share)] for b in harmful],
     }
-    if cfg.method == "panacea" and max_steps(cfg.steps) > 0:
+    if cfg.method == "panacea" and steps > 0:
         use_r = bool(refusal) and bool(cfg.alpha)
         use_u = bool(benign) and bool(cfg.beta)
         passes = tokens = 0
         graphs = []
-        for k in range(max_steps(cfg.steps)):
+        for k in range(steps):
             graph = [_head(harmful[k % len(harmful)], False, share)]
             if use_r:
                 graph.append(_head(refusal[k % len(refusal)], False, share))
@@ -129,9 +129,9 @@ def count_passes(cfg: PatchConfig, data: Any) -> dict[str, Any]:
             tokens += sum(t for t, _, _ in graph)
             # Each term runs backward right after its own forward: one graph at a time.
             graphs.extend([g] for g in graph)
-        out["ascent"] = {"steps": max_steps(cfg.steps), "passes": passes, "tokens": tokens}
+        out["ascent"] = {"steps": steps, "passes": passes, "tokens": tokens}
         out["graphs"] += graphs
-    reference = benign[: max(max_steps(cfg.steps), 1)] if benign and not cfg.benign_is_task else []
+    reference = benign[: max(steps, 1)] if benign and not cfg.benign_is_task else []
     heldout = list(getattr(data, "heldout_benign", [])) + list(getattr(data, "heldout_refusal", []))
     # Positions whose top-k reference log-probabilities are kept for the run.
     out["reference_positions"] = sum(

@@ -236,3 +236,20 @@ def test_dry_run_estimate_is_within_25_percent_of_the_measured_peak(
     assert proc.returncode == 0, proc.stderr[-2000:]
     got = json.loads(proc.stdout.strip().splitlines()[-1])
     assert 0.75 * got["used"] <= got["estimate"] <= 1.25 * got["used"], got
+
+
+def test_dry_run_plan_counts_the_steps_the_default_budget_picks(
+    llama_dir: Path, lora_dir: Path
+) -> None:
+    from panacea_patch.budget import DEFAULT_STEPS, RISE_STEPS
+
+    def ascent(src: Path, **opts) -> int:
+        plan = patch(src, dry_run=True, progress=False, max_examples=16, **opts).plan
+        return plan["passes"]["ascent"]["steps"]
+
+    # No ρ and no known delta: the rise rule's steps, as the run itself will take.
+    assert ascent(llama_dir) == RISE_STEPS
+    # A budget from the weights' scale (an adapter's norm, --rho-rel) keeps the long ascent.
+    assert ascent(lora_dir) == DEFAULT_STEPS
+    assert ascent(llama_dir, rho_rel=0.05) == DEFAULT_STEPS
+    assert ascent(llama_dir, steps=7) == 7
