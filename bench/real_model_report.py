@@ -21,6 +21,7 @@ ROWS_B = [
     ("attacked (merged)", "B-attacked"),
     ("panacea on merged (defaults)", "B-panacea"),
     ("panacea on the attacked adapter (defaults)", "B-adapter-panacea"),
+    ("panacea on the attacked adapter, --rho the guard estimated", "B-adapter-guard-rho"),
     ("closed-form on merged (same rho)", "B-closed-form"),
     ("random on merged (same rho)", "B-random"),
     ("panacea --base-model ALIGNED on merged", "B-panacea-base"),
