@@ -21,11 +21,11 @@ import os
 import resource
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
+import child_rss
 import torch
 from safetensors.torch import save_file
 
@@ -96,32 +96,17 @@ def plain_copy(src: Path, dst: Path) -> float:
 
 def run_patch(src: Path, out: Path) -> tuple[float, float, float, dict]:
     """(seconds, peak RSS in bytes, CPU seconds, --json result) of a real CLI run in a child."""
-    cmd = [
-        sys.executable,
-        "-m",
-        "panacea_patch.cli",
-        "patch",
-        str(src),
-        "--out",
-        str(out),
-        "--method",
-        "random",
-        "--rho",
-        "1.0",
-        "--seed",
-        "0",
-        "--quiet",
-        "--json",
-    ]
+    rss_file = out.with_name(out.name + ".rss")
+    args = ["patch", str(src), "--out", str(out), "--method", "random", "--rho", "1.0"]
+    cmd = child_rss.cli_command([*args, "--seed", "0", "--quiet", "--json"], rss_file)
     start = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True)
     os.sync()
     seconds = time.perf_counter() - start
     if proc.returncode != 0:
         raise SystemExit(f"patch failed:\n{proc.stderr}")
-    # ru_maxrss of waited-for children, in KiB on Linux; this is the only child so far.
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    peak = usage.ru_maxrss * 1024
+    peak = child_rss.read_peak_bytes(rss_file)
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)  # CPU time of the only child
     return seconds, peak, usage.ru_utime + usage.ru_stime, json.loads(proc.stdout)
 
 

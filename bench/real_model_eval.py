@@ -10,11 +10,11 @@ import json
 import os
 import resource
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
+import child_rss
 import torch
 
 
@@ -44,17 +44,7 @@ def run_cli_patch(source: Path, out: Path, options: list[str], log_file: Path) -
     Raises ``RuntimeError`` with the log's tail when the command fails.
     """
     rss_file = out.with_name(out.name + ".rss")
-    code = (
-        "import resource, runpy, sys\n"
-        f"rss_file = {str(rss_file)!r}\n"
-        "sys.argv = ['panacea-patch', *sys.argv[1:]]\n"
-        "try:\n"
-        "    runpy.run_module('panacea_patch.cli', run_name='__main__')\n"
-        "finally:\n"
-        "    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
-        "    open(rss_file, 'w').write(str(kb))\n"
-    )
-    cmd = [sys.executable, "-c", code, "patch", str(source), "--out", str(out), "--json"]
+    cmd = child_rss.cli_command(["patch", str(source), "--out", str(out), "--json"], rss_file)
     cmd += ["--overwrite", *options]
     started = time.perf_counter()
     log_file.parent.mkdir(parents=True, exist_ok=True)
@@ -70,9 +60,8 @@ def run_cli_patch(source: Path, out: Path, options: list[str], log_file: Path) -
     row = json.loads(proc.stdout)
     row.pop("targets", None)
     row["bench_seconds"] = round(seconds, 1)
-    row["bench_peak_rss_mb"] = round(int(rss_file.read_text()) / 1024, 1)
+    row["bench_peak_rss_mb"] = round(child_rss.read_peak_bytes(rss_file) / 2**20, 1)
     row["bench_command"] = "panacea-patch patch SOURCE --out OUT " + " ".join(options)
-    rss_file.unlink()
     return row
 
 
