@@ -11,16 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from .atomic import atomic_output_dir
-from .budget import (
-    DELTA_SHARE,
-    RISE,
-    RISE_STEPS,
-    RiseRule,
-    delta_norm,
-    fmt,
-    guard_verdict,
-    rise_rule_applies,
-)
+from .budget import DELTA_SHARE, RISE, RiseRule, delta_norm, fmt, guard_verdict, planned_steps
 from .checkpoint import ShardReader, copy_aux_files, write_patched
 from .config import PatchConfig
 from .errors import InputError, RuntimeFailure
@@ -176,8 +167,7 @@ class PatchJob:
         self.extra["data"] = {"digests": data.digests, "counts": data.counts, "split": "optimize"}
         # A ρ chosen by the rise rule starts mild and needs fewer steps (budget.py); knowing it
         # now keeps the benign reference to the batches those steps use.
-        rise = rise_rule_applies(cfg, kind=self.src.kind, merged=bool(self.merged))
-        steps = RISE_STEPS if rise and cfg.steps is None else None
+        steps = planned_steps(cfg, kind=self.src.kind, merged=bool(self.merged))
         run = PerturbationRun(self.lm, self.targets, cfg, data, steps=steps)
         per_run = run.passes_per_run(steps)
         with progress_bar(

@@ -84,7 +84,8 @@ def test_closed_form_is_parallel_to_independent_gradient(llama_dir: Path, tmp_pa
 def test_panacea_raises_h_on_heldout_and_respects_max_kl(llama_dir: Path, tmp_path: Path) -> None:
     kappa = 0.02
     # alpha=1: on an untrained fixture the refusal term has nothing to restore, so a large
-    # refusal weight (the organism-calibrated default) would dominate the harmful loss.
+    # refusal weight (the organism-calibrated default) would dominate the harmful loss; the
+    # answer-KL weight (calibrated on SmolLM2's answers) likewise, so u is the plain KL here.
     result = patch(
         llama_dir,
         tmp_path / "out",
@@ -93,6 +94,7 @@ def test_panacea_raises_h_on_heldout_and_respects_max_kl(llama_dir: Path, tmp_pa
         steps=4,
         h_max=50.0,
         alpha=1.0,
+        answer_kl_weight=0.0,
         **FAST,
     )
     path = result.optimization["rho_search"]
