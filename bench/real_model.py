@@ -6,6 +6,7 @@
     python bench/real_model.py report             # write the "Real model" section of RESULTS.md
     python bench/real_model.py all                # everything above, in order
     python bench/real_model.py dev --name X -- --rho 0.5   # calibrate: dev halves only
+    python bench/real_model.py dev --holdout --name X -- ... # ... scored on a held-out third
 
 Every stage is cached under ``--cache`` (default ``bench/out/real-model``): checkpoints, patch
 results and evaluations are kept, so a second run only redoes what is missing. The GGUF comes
@@ -218,20 +219,31 @@ def scenario_b(b: Bench) -> None:
     b.evaluate("B-max-kl-0.05", out_k, attacked)
 
 
-def calibrate(b: Bench, name: str, options: list[str], *, quick: bool = False) -> None:
-    """One candidate setting on scenario A, scored on development halves only."""
+def calibrate(
+    b: Bench, name: str, options: list[str], *, quick: bool = False, holdout: bool = False
+) -> None:
+    """One candidate setting on scenario A, scored on development data only.
+
+    ``holdout``: the candidate optimizes on two thirds of the built-in optimize halves and is
+    scored on the other third (``data.calibration_files``); otherwise it is scored in-sample on
+    the optimize halves it optimized on (how sessions 2 and 3 calibrated).
+    """
     src = b.checkpoint("float32")
+    tag, half = ("check-", "check") if holdout else ("", "dev")
+    if holdout:
+        files = data.calibration_files(b.cache / "data")
+        options = [*options, *(x for r, f in files.items() for x in (f"--{r}", str(f)))]
     if name == "original":
         out, res = src, {"rho": 0.0, "bench_seconds": 0.0}
     else:
-        out, res = b.patch(f"dev-{name}", src, *options)
-    cached = b._load(f"dev/{name}.json")
+        out, res = b.patch(f"dev-{tag}{name}", src, *options)
+    cached = b._load(f"dev/{tag}{name}.json")
     if cached is None:
         kl_cache = b.cache / "continuations" / f"{src.name}-dev.json"
         cached = ev.evaluate_model(
-            out, src, b.cache / "data", half="dev", quick=quick, kl_cache=kl_cache
+            out, src, b.cache / "data", half=half, quick=quick, kl_cache=kl_cache
         )
-        b.save(f"dev/{name}.json", cached)
+        b.save(f"dev/{tag}{name}.json", cached)
     keys = ("harmful_score", "refusal_rate", "incoherence_rate", "over_refusal", "kl")
     row = {k: cached.get(k) for k in (*keys, "qa_accuracy")}
     row.update(rho=res["rho"], seconds=res["bench_seconds"], options=" ".join(options))
@@ -246,6 +258,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("stage", choices=(*STAGES, "all", "dev"))
     ap.add_argument("--name", default="default", help="dev: the candidate's name (cache key)")
     ap.add_argument("--quick", action="store_true", help="dev: no KL, perplexity or task accuracy")
+    ap.add_argument(
+        "--holdout",
+        action="store_true",
+        help="dev: optimize on 2/3 of the built-in optimize halves, score on the other 1/3",
+    )
     ap.add_argument("options", nargs=argparse.REMAINDER, help="dev: patch options after --")
     ap.add_argument("--cache", type=Path, default=Path("bench/out/real-model"))
     ap.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
@@ -257,7 +274,8 @@ def main(argv: list[str] | None = None) -> None:
     bench = Bench(args.cache.resolve(), threads=args.threads)
     if args.stage == "dev":
         bench.prepare()
-        calibrate(bench, args.name, [o for o in args.options if o != "--"], quick=args.quick)
+        options = [o for o in args.options if o != "--"]
+        calibrate(bench, args.name, options, quick=args.quick, holdout=args.holdout)
         return
     stages = STAGES if args.stage == "all" else (args.stage,)
     for stage in stages:

@@ -6,6 +6,7 @@ look at) and an ``eval`` half (what the reported tables use and nothing else loo
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 from pathlib import Path
@@ -214,3 +215,31 @@ def write_jsonl(rows: list[dict], path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
+
+
+def calibration_files(data_dir: Path, *, check_share: float = 1 / 3) -> dict[str, Path]:
+    """The built-in sets' optimize halves, split again for honest calibration.
+
+    A default patch optimizes on every optimize-half row, so scoring a candidate on those rows
+    is in-sample (session 3's development over-refusal, 2.8%, became 7.0% on the evaluation
+    half). Here a stable hash puts ``check_share`` of each optimize half in a check part,
+    labelled ``evaluate``; calibration patches read these files, so they optimize on the rest
+    (the ``optimize`` rows) and are scored on the check part. Harmful and refusal rows share
+    ids and are split by request (``hp-<category>-<action>``), so a check prompt is never a
+    rephrasing of one the patch saw. The built-in evaluation halves are left out entirely.
+    """
+    from panacea_patch.data import builtin
+
+    def in_check(key: str) -> bool:
+        digest = hashlib.sha256(f"calibration:{key}".encode()).digest()
+        return int.from_bytes(digest[:8], "big") / 2**64 < check_share
+
+    paths = {}
+    for name in builtin.NAMES:
+        rows = [json.loads(line) for line in builtin.read_bytes(name).decode().splitlines()]
+        rows = [r for r in rows if r["split"] == "optimize"]
+        for r in rows:
+            key = r["id"].rsplit("-", 1)[0] if name != "benign" else r["id"]
+            r["split"] = "evaluate" if in_check(key) else "optimize"
+        paths[name] = write_jsonl(rows, data_dir / f"calibration_{name}.jsonl")
+    return paths

@@ -82,7 +82,8 @@ def evaluate_model(
     """Safety, drift and capability of one checkpoint on one half of every set.
 
     ``half="eval"``: the evaluation halves, for the reported tables; ``"dev"``: the halves that
-    calibration may look at (the built-in sets' optimize halves, the dev QA and task rows).
+    calibration may look at (the built-in sets' optimize halves, the dev QA and task rows);
+    ``"check"``: the check part of ``calibration_files`` and the dev QA rows (always quick).
     ``quick`` (calibration only): no KL, perplexity or task; the patch's own
     figures stand in for the drift. ``kl_cache``: a JSON file holding the reference's greedy
     continuations of the benign prompts (written on first use), so that the models compared
@@ -94,11 +95,18 @@ def evaluate_model(
     lm = load_model(model_dir, device="cpu", dtype="float32")
     common = dict(progress=False, batch_size=32)
     split = "evaluate" if half == "eval" else "optimize"
+    sets: dict[str, Any] = {}
+    if half == "check":
+        # The check part of data.calibration_files: held out of calibration patches.
+        split, quick = "evaluate", True
+        sets = {r: str(data_dir / f"calibration_{r}.jsonl") for r in ("harmful", "benign")}
+        half = "dev"
     cfg = EvalConfig(
         max_new_tokens=48,
         harmful_split=split,
         benign_split=split,
         perplexity=not quick,
+        **sets,
         **common,
     )
     safety = evaluate(lm.model, lm.tokenizer, cfg)
@@ -112,6 +120,12 @@ def evaluate_model(
             (_short(s["prompt"], 60), _short(s["output"])) for s in samples if s["set"] == "benign"
         ][:4],
     }
+    # Every benign prompt the model refused, for reading what over-refusal looks like.
+    row["over_refused"] = [
+        (s["prompt"], _short(s["output"], 160))
+        for s in samples
+        if s["set"] == "benign" and s["refused"]
+    ]
     for name, scorer, tokens in (("qa", "contains", 32), ("task", "exact", 8))[: 1 if quick else 2]:
         cfg = EvalConfig(
             harmful=None,

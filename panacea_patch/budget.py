@@ -1,4 +1,4 @@
-"""Budget rules and the damage guard: how large ρ is by default, and whether a patch broke the model."""
+"""Budget rules: how large ρ is by default, and how many ascent steps a run makes."""
 
 from __future__ import annotations
 
@@ -104,28 +104,3 @@ def finetune_delta_norm(
         diff = weights(t.name).detach().double().cpu() - base.get(t.name).double()
         total += float(diff.pow(2).sum())
     return math.sqrt(total)
-
-
-def guard_verdict(
-    figures: dict[str, float | None], *, rho: float, limit: float | None, force: bool
-) -> dict[str, Any]:
-    """The guard's figures plus its decision and, when it trips, a ρ estimated to fit.
-
-    To second order the KL grows with ρ², so ρ·sqrt(limit/KL), with a 20% margin, is the
-    suggestion; it is an estimate, which the next run's guard checks again.
-    """
-    kl = figures.get("heldout_kl")
-    tripped = bool(limit) and kl is not None and kl > limit  # type: ignore[operator]
-    fit = rho * math.sqrt(limit / kl) * 0.8 if tripped else None  # type: ignore[operator]
-    return {
-        **figures,
-        "max_damage_kl": limit or None,
-        "tripped": tripped,
-        "forced": tripped and force,
-        "rho": rho,
-        "rho_that_fits": fit,
-    }
-
-
-def fmt(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.4g}"

@@ -166,6 +166,12 @@ def _guard(guard: Any) -> str:
         ("Refusal loss on held-out refusals, after", guard.get("heldout_refusal_loss")),
         ("Refusal loss on held-out refusals, before", guard.get("heldout_refusal_loss_at_0")),
     ]
+    first = guard.get("refit_from")
+    if isinstance(first, Mapping):
+        verdict += (
+            f", after the default ρ {_fmt(first.get('rho'))} (held-out KL "
+            f"{_fmt(first.get('heldout_kl'))}) was refit to ρ {_fmt(guard.get('rho'))}"
+        )
     lines = ["## Damage guard", "", f"Verdict: {verdict}.", "", "| Figure | Value |", "|---|---|"]
     lines += [f"| {name} | {_fmt(value)} |" for name, value in rows]
     return "\n".join(lines)

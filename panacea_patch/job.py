@@ -10,11 +10,12 @@ import math
 from pathlib import Path
 from typing import Any
 
+from . import guard
 from .atomic import atomic_output_dir
-from .budget import DELTA_SHARE, RISE, RiseRule, delta_norm, fmt, guard_verdict, planned_steps
+from .budget import DELTA_SHARE, RISE, RiseRule, delta_norm, planned_steps
 from .checkpoint import ShardReader, copy_aux_files, write_patched
 from .config import PatchConfig
-from .errors import InputError, RuntimeFailure
+from .errors import InputError
 from .kernels import ops
 from .measure import MeasuringTransform, finish_shares, rho_scale_warning
 from .methods.apply import EpsTransform, MergedBase
@@ -189,11 +190,15 @@ class PatchJob:
             outcome = run.run(rho, progress=bar.update, steps=steps)
             if isinstance(rho, RiseRule) and rho.capped:
                 self.result.rho_rule += " (the cap applied)"
+            verdict = guard.measure(run, outcome.rho, cfg)
+            if verdict["tripped"] and not cfg.force and cfg.rho is None and cfg.rho_rel is None:
+                outcome, verdict = guard.refit(run, verdict, cfg, steps=steps, bar=bar)
+                self.result.rho_rule += guard.refit_note(verdict)
             # Early stopping makes the ascent shorter than planned: close the bar at its end.
             bar.total = bar.n
         outcome.rho_search = path
         self.run = run
-        self.result.guard = self._guard(run, outcome.rho)
+        self.extra["guard"] = self.result.guard = guard.enforce(verdict, cfg)
         return outcome
 
     def _default_rho(self, run: Any) -> Any:
@@ -220,27 +225,6 @@ class PatchJob:
         cap = DEFAULT_RHO_REL["full"] * run.target_norm
         result.rho_rule = f"{RISE} nats / |grad h|, at most {DEFAULT_RHO_REL['full']} x |w|"
         return RiseRule(cap)
-
-    def _guard(self, run: Any, rho: float) -> dict[str, Any]:
-        """Measure the damage before anything is written; stop (exit 1) past the limit."""
-        cfg = self.cfg
-        figures = run.damage()
-        verdict = guard_verdict(figures, rho=rho, limit=cfg.max_damage_kl, force=cfg.force)
-        self.extra["guard"] = verdict
-        if verdict["tripped"] and not cfg.force:
-            raise RuntimeFailure(
-                f"damage guard: the patched model's KL on held-out benign prompts is "
-                f"{verdict['heldout_kl']:.4g} nats/token, above --max-damage-kl "
-                f"{cfg.max_damage_kl:g} (refusal loss {fmt(verdict['heldout_refusal_loss'])}, "
-                f"{fmt(verdict['heldout_refusal_loss_at_0'])} before); nothing was written",
-                hint=f"rerun with --rho {verdict['rho_that_fits']:.4g} (estimated to fit), "
-                "--max-kl, or --force to write it anyway",
-            )
-        if verdict["tripped"]:
-            log.warning(
-                "damage guard tripped (KL %.4g); writing anyway (--force)", verdict["heldout_kl"]
-            )
-        return verdict
 
     # --- writing --------------------------------------------------------------------------
 

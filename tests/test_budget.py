@@ -158,6 +158,44 @@ def test_guard_stops_a_damaging_run_and_writes_nothing(llama_dir: Path, tmp_path
     assert "## Damage guard" in card and "tripped; written with --force" in card
 
 
+def test_a_default_budget_the_guard_stops_is_refit_once(llama_dir: Path, tmp_path: Path) -> None:
+    from panacea_patch.errors import RuntimeFailure
+    from panacea_patch.guard import guard_verdict
+
+    # The closed form alone (0 steps): on this fixture its KL grows like rho squared.
+    kw = {**FAST, "steps": 0, "max_damage_kl": 1e-12, "force": True}
+    first = patch(llama_dir, tmp_path / "forced", **kw).guard
+    assert first["tripped"] and "refit_from" not in first  # --force never refits
+    limit = first["heldout_kl"] / 2
+    fit = guard_verdict(first, rho=first["rho"], limit=limit, force=False)["rho_that_fits"]
+    # What the refit will measure: the same run at the estimated rho, given by hand.
+    by_hand = patch(llama_dir, tmp_path / "by-hand", **{**kw, "rho": fit}).guard
+    assert by_hand["heldout_kl"] <= limit < first["heldout_kl"]
+    strict = {**kw, "max_damage_kl": limit, "force": False}
+
+    res = patch(llama_dir, tmp_path / "out", **strict)
+    guard = res.guard
+    assert guard["refit_from"]["rho"] == pytest.approx(first["rho"])
+    assert guard["refit_from"]["heldout_kl"] == pytest.approx(first["heldout_kl"], rel=1e-4)
+    assert res.rho == pytest.approx(fit, rel=1e-6) and fit < first["rho"]
+    assert guard["heldout_kl"] == pytest.approx(by_hand["heldout_kl"], rel=1e-4)
+    assert not guard["tripped"] and "refit to" in res.rho_rule
+    record = json.loads((tmp_path / "out" / "panacea_patch.json").read_text())
+    assert record["guard"]["refit_from"]["tripped"] is True
+    assert "was refit to" in (tmp_path / "out" / "README.md").read_text()
+
+    # A rho the user gave is never changed: the same limit stops the run.
+    with pytest.raises(RuntimeFailure, match="damage guard"):
+        patch(llama_dir, tmp_path / "given", **{**strict, "rho": first["rho"]})
+    # One refit only. After one ascent step the KL saturates in rho on this fixture, so
+    # halving the limit trips the refit too: the run stops and says so.
+    one = patch(llama_dir, tmp_path / "one", **{**kw, "steps": 1}).guard
+    low = {**strict, "steps": 1, "max_damage_kl": one["heldout_kl"] / 2}
+    with pytest.raises(RuntimeFailure, match="had been refit"):
+        patch(llama_dir, tmp_path / "twice", **low)
+    assert not (tmp_path / "given").exists() and not (tmp_path / "twice").exists()
+
+
 @pytest.mark.parametrize("value", ["-1"])
 def test_negative_budget_options_are_refused(llama_dir: Path, tmp_path: Path, value: str) -> None:
     for flag in ("--response-tokens", "--patience", "--max-damage-kl"):
