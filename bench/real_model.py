@@ -256,6 +256,7 @@ def main(argv: list[str] | None = None) -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument("stage", choices=(*STAGES, "all", "dev"))
+    ap.epilog = "dev: patch options go after --"
     ap.add_argument("--name", default="default", help="dev: the candidate's name (cache key)")
     ap.add_argument("--quick", action="store_true", help="dev: no KL, perplexity or task accuracy")
     ap.add_argument(
@@ -263,19 +264,21 @@ def main(argv: list[str] | None = None) -> None:
         action="store_true",
         help="dev: optimize on 2/3 of the built-in optimize halves, score on the other 1/3",
     )
-    ap.add_argument("options", nargs=argparse.REMAINDER, help="dev: patch options after --")
     ap.add_argument("--cache", type=Path, default=Path("bench/out/real-model"))
     ap.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     ap.add_argument("--results", type=Path, default=Path("docs/RESULTS.md"))
-    args = ap.parse_args(argv)
+    # dev: everything after "--" goes to the patch untouched (argparse would read it).
+    argv = list(sys.argv[1:] if argv is None else argv)
+    cut = argv.index("--") if "--" in argv else len(argv)
+    args = ap.parse_args(argv[:cut])
+    args.options = argv[cut + 1 :]
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("panacea_patch").setLevel(logging.INFO)
     torch.set_num_threads(args.threads)
     bench = Bench(args.cache.resolve(), threads=args.threads)
     if args.stage == "dev":
         bench.prepare()
-        options = [o for o in args.options if o != "--"]
-        calibrate(bench, args.name, options, quick=args.quick, holdout=args.holdout)
+        calibrate(bench, args.name, args.options, quick=args.quick, holdout=args.holdout)
         return
     stages = STAGES if args.stage == "all" else (args.stage,)
     for stage in stages:

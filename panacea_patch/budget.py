@@ -28,8 +28,10 @@ DEFAULT_STEPS, RISE_STEPS = 60, 30
 # to SmolLM2's benign prompts (22% of held-out ones over-refused; on development data 7.9% at
 # weight 1, 4.6% at weight 2, 2.8% at weight 4 with 30 steps); with it on the demo organism,
 # whose budget is a share of its known fine-tuning delta, the harmful score rose by 2-4 points.
-# So it is on unless the default budget comes from a known delta (docs/RESULTS.md,
-# "Recalibration for real models").
+# So it is off when the default budget is a share of a full model's known delta (--base-model,
+# a merged adapter) and on otherwise, LoRA adapters included: on SmolLM2's attacked adapter the
+# default without it over-refused 15.9% (with it, at a similar rho, 0.9%), and on the organism's
+# adapters it left the harmful score as it was or lower (docs/RESULTS.md, "Session 4").
 ANSWER_KL_WEIGHT = 4.0
 
 

@@ -81,7 +81,8 @@ class PatchConfig(ConfigFields):
         "Extra weight, inside u, on the benign KL at the benign answers' own positions "
         "(every response token), where a model decides whether to answer, refuse or stop; 0 "
         "uses the whole-sequence KL alone. Default: 4, or 0 when the default budget is a share "
-        "of a known fine-tuning delta (--base-model, or an adapter); README, 'What it does'.",
+        "of a full model's known fine-tuning delta (--base-model, --merge-adapter); README, "
+        "'What it does'.",
         group="method",
     )
     h_max: float = shared("h_max")

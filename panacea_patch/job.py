@@ -212,9 +212,8 @@ class PatchJob:
         """
         result = self.result
         if self.cfg.rho_rel is not None or self.src.kind == "adapter":
+            # An adapter keeps the answer KL (budget.ANSWER_KL_WEIGHT says why).
             result.rho_rule = "rho_rel x |w|"
-            if self.src.kind == "adapter":
-                run.default_to_whole_sequence_kl()
             return self._from_rel(run.target_norm)
         result.target_weight_norm = run.target_norm
         delta = delta_norm(self.src, self.cfg.base_model, self.merged, self.targets, self.token)

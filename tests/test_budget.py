@@ -241,11 +241,16 @@ def test_default_rho_with_a_known_base_is_a_share_of_the_delta(
     assert patch(tuned, tmp_path / "o2", **kw).optimization["answer_kl_weight"] == 0.5
 
 
-def test_an_adapter_defaults_to_the_whole_sequence_kl(lora_dir: Path, tmp_path: Path) -> None:
+def test_an_adapter_keeps_the_answer_kl(lora_dir: Path, tmp_path: Path) -> None:
+    from panacea_patch.budget import ANSWER_KL_WEIGHT
+
     res = patch(lora_dir, tmp_path / "out", **{**FAST, "steps": 1})
     assert res.rho_rule == "rho_rel x |w|"
     assert res.rho == pytest.approx(0.12 * res.target_weight_norm, rel=1e-6)
-    assert res.optimization["answer_kl_weight"] == 0.0
+    assert res.optimization["answer_kl_weight"] == ANSWER_KL_WEIGHT > 0
+    # --merge-adapter budgets from the adapter's delta, which keeps the whole-sequence KL.
+    merged = patch(lora_dir, tmp_path / "merged", merge_adapter=True, **{**FAST, "steps": 1})
+    assert "w_base" in merged.rho_rule and merged.optimization["answer_kl_weight"] == 0.0
 
 
 def test_a_base_with_other_tensors_is_refused(
