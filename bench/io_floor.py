@@ -22,6 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 IO_BENCH_BYTES, IO_BENCH_ELEMENTS = 2.08e9, 1.04e9
@@ -84,6 +85,12 @@ def main() -> None:
         "add + round to bf16, s/element (one core)": _blockwise(w, buf),
         "sha256, s/byte (one core)": _best(lambda: hashlib.sha256(data).digest()) / len(data),
     }
+    # The other candidate: numpy's bit generators (one core each, float32 output).
+    out = np.empty(n // 5, np.float32)
+    for bits in (np.random.PCG64, np.random.SFC64, np.random.Philox, np.random.MT19937):
+        gen = np.random.Generator(bits(0))
+        seconds = _best(lambda gen=gen: gen.standard_normal(out=out, dtype=np.float32))
+        per[f"numpy {bits.__name__} standard_normal, s/element (one core)"] = seconds / out.size
     startup = import_seconds()
     for name, value in per.items():
         print(f"{name}: {value * 1e9:.2f} ns")
