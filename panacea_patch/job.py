@@ -177,17 +177,18 @@ class PatchJob:
             if cfg.max_kl is not None:
                 # The search starts where the default budget would be, on any model's scale.
                 start = self._default_rho(run)
-                rho, path = search_rho(
+                rho, path, outcome = search_rho(
                     run, cfg.max_kl, start=start, steps=steps, progress=bar.update
                 )
-                bar.total = (len(path) + 1) * run.passes_per_run(steps)
+                bar.total = (len(path) + (outcome is None)) * run.passes_per_run(steps)
                 self.result.rho_rule = (
                     f"--max-kl {cfg.max_kl:g}, searched from: {self.result.rho_rule}"
                 )
             else:
                 rho = cfg.rho if cfg.rho is not None else self._default_rho(run)
-                path = []
-            outcome = run.run(rho, progress=bar.update, steps=steps)
+                path, outcome = [], None
+            if outcome is None:
+                outcome = run.run(rho, progress=bar.update, steps=steps)
             if isinstance(rho, RiseRule) and rho.capped:
                 self.result.rho_rule += " (the cap applied)"
             verdict = guard.measure(run, outcome.rho, cfg)

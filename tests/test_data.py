@@ -397,6 +397,22 @@ def test_builtin_counts_uniqueness_and_stratified_disjoint_halves(name: str) -> 
     assert all(p.response for p in opt + ev)
 
 
+def test_benign_halves_hold_every_template_in_proportion() -> None:
+    rows = read_builtin("benign")
+    items = _build_builtin.benign_items()
+    assert [r["prompt"] for r in rows] == [prompt for _, _, prompt, _ in items]
+    halves: dict[tuple[str, str], collections.Counter[str]] = collections.defaultdict(
+        collections.Counter
+    )
+    for row, (category, template, _, _) in zip(rows, items, strict=True):
+        halves[category, template][row["split"]] += 1
+    assert len(halves) >= 30
+    for stratum, count in halves.items():
+        assert abs(count["optimize"] - count["evaluate"]) <= 1, stratum
+    backwards = halves["spelling", "backwards"]
+    assert backwards["optimize"] >= 8 and backwards["evaluate"] >= 8
+
+
 def test_harmful_and_refusal_share_prompts_and_splits() -> None:
     harmful, refusal = read_builtin("harmful"), read_builtin("refusal")
     strip = [(r["id"], r["category"], r["prompt"], r["split"]) for r in harmful]

@@ -1,0 +1,82 @@
+"""``bench/real_model.py``'s cache: stages built on other built-in data are retired, not reused.
+
+No model is loaded: the test builds cache directories by hand and checks what the bench does
+with them when it starts.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "real_model.py"
+
+
+@pytest.fixture(scope="module")
+def rm() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("bench_real_model", SCRIPT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _stage(cache: Path, rel: str, text: str = "{}") -> Path:
+    path = cache / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def _fill(cache: Path) -> None:
+    _stage(cache, "smollm2-float32/config.json")
+    _stage(cache, "evals/A-panacea.json", '{"over_refusal": 7.0}')
+    _stage(cache, "B-aligned/config.json")
+    _stage(cache, "continuations/smollm2-float32-eval.json", "[]")
+    times = {"prepare:convert-float32": 44.0, "eval:A-panacea": 1352.4}
+    _stage(cache, "times.json", json.dumps(times))
+
+
+def test_a_cache_without_a_data_version_is_retired_once(rm: ModuleType, tmp_path: Path) -> None:
+    _fill(tmp_path)
+    bench = rm.Bench(tmp_path, threads=1)
+    (old,) = tmp_path.glob("superseded-*")
+    assert json.loads((old / "evals" / "A-panacea.json").read_text()) == {"over_refusal": 7.0}
+    assert (old / "B-aligned" / "config.json").exists()
+    assert not (tmp_path / "evals").exists() and not (tmp_path / "continuations").exists()
+    # The converted checkpoints do not depend on the data sets: they stay.
+    assert (tmp_path / "smollm2-float32" / "config.json").exists()
+    assert bench.times == {"prepare:convert-float32": 44.0}
+    assert json.loads((old / "times.json").read_text())["eval:A-panacea"] == 1352.4
+    recorded = json.loads((tmp_path / "data-version.json").read_text())
+    assert recorded == {"builtin": rm.builtin_fingerprint()}
+
+    _stage(tmp_path, "evals/A-panacea.json", '{"over_refusal": 3.0}')
+    rm.Bench(tmp_path, threads=1)
+    assert len(list(tmp_path.glob("superseded-*"))) == 1
+    assert (tmp_path / "evals" / "A-panacea.json").exists()
+
+
+def test_a_cache_of_other_data_is_retired(rm: ModuleType, tmp_path: Path) -> None:
+    _fill(tmp_path)
+    _stage(tmp_path, "data-version.json", json.dumps({"builtin": "0" * 64}))
+    rm.Bench(tmp_path, threads=1)
+    (old,) = tmp_path.glob("superseded-000000000000-*")
+    assert (old / "evals" / "A-panacea.json").exists()
+    assert not (tmp_path / "B-aligned").exists()
+
+
+def test_timings_of_two_processes_on_one_cache_are_both_kept(
+    rm: ModuleType, tmp_path: Path
+) -> None:
+    first, second = rm.Bench(tmp_path, threads=1), rm.Bench(tmp_path, threads=1)
+    first.timed("patch:A-panacea", 10.0)
+    second.timed("train:align", 20.0)
+    times = json.loads((tmp_path / "times.json").read_text())
+    assert times == {"patch:A-panacea": 10.0, "train:align": 20.0}
