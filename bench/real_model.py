@@ -29,7 +29,6 @@ import json
 import logging
 import os
 import platform
-import re
 import subprocess
 import sys
 import time
@@ -205,15 +204,6 @@ def scenario_a(b: Bench) -> None:
     b.evaluate("A-max-kl-0.05", out_k, src)
 
 
-def follow_guard(b: Bench, name: str, source: Path, res: dict, reference: Path) -> None:
-    """When the damage guard stopped a default patch, do what it told the user: rerun at the
-    ρ it estimated to fit (row ``<name>-guard-rho``)."""
-    fit = re.search(r"--rho ([0-9.eE+-]+)", res.get("failed") or "")
-    if fit is not None:
-        out, _ = b.patch(f"{name}-guard-rho", source, "--rho", fit.group(1))
-        b.evaluate(f"{name}-guard-rho", out, reference)
-
-
 def scenario_b(b: Bench) -> None:
     from real_model_train import lora_sft
 
@@ -247,9 +237,10 @@ def scenario_b(b: Bench) -> None:
     # The defaults first (nothing but the model), then what a service that knows the base adds.
     out, res = b.patch("B-panacea", attacked)
     b.evaluate("B-panacea", out, attacked)
-    out_a, res_a = b.patch("B-adapter-panacea", adapter)
+    # The tool refits a default the damage guard stops once by itself (README, "The damage
+    # guard"); a second stop is its verdict and is reported as such.
+    out_a, _ = b.patch("B-adapter-panacea", adapter)
     b.evaluate("B-adapter-panacea", out_a, attacked)
-    follow_guard(b, "B-adapter", adapter, res_a, attacked)
     for method in ("closed-form", "random"):
         out_m, _ = b.patch(f"B-{method}", attacked, "--method", method, "--rho", str(res["rho"]))
         b.evaluate(f"B-{method}", out_m, attacked)
