@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
 
 import torch
 from safetensors import safe_open
@@ -48,3 +50,14 @@ def run_cli(*args: str, env: dict | None = None, timeout: int = 300) -> subproce
 
 def read_json_stdout(proc: subprocess.CompletedProcess) -> dict:
     return json.loads(proc.stdout)
+
+
+def load_bench_script(name: str) -> ModuleType:
+    """Import ``bench/NAME.py`` as a module (bench/ is not a package)."""
+    path = Path(__file__).resolve().parents[1] / "bench" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look the module up by name
+    spec.loader.exec_module(module)
+    return module

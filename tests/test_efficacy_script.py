@@ -5,26 +5,19 @@ No model is built or evaluated here; efficacy itself is reported by the bench, n
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "efficacy.py"
+from tests.helpers import load_bench_script
 
 
 @pytest.fixture(scope="module")
 def eff() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bench_efficacy", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look the module up by name
-    spec.loader.exec_module(module)
-    return module
+    return load_bench_script("efficacy")
 
 
 def _fake_row(eff: ModuleType, spec: Any, hs: float, fa: float, **extra: Any) -> dict[str, Any]:

@@ -6,25 +6,18 @@ with them when it starts.
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "real_model.py"
+from tests.helpers import load_bench_script
 
 
 @pytest.fixture(scope="module")
 def rm() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bench_real_model", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_bench_script("real_model")
 
 
 def _stage(cache: Path, rel: str, text: str = "{}") -> Path:
