@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -220,7 +221,8 @@ def render(cache: Path, *, machine: str, threads: int) -> str:
         _over_refused(cache, ("B-panacea", "B-adapter-panacea")),
         END,
     ]
-    return "\n".join(parts)
+    # Sections with nothing to show yet leave no gap.
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(parts))
 
 
 def write_report(cache: Path, results: Path, *, machine: str, threads: int) -> None:
