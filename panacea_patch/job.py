@@ -214,8 +214,12 @@ class PatchJob:
         result = self.result
         if self.cfg.rho_rel is not None or self.src.kind == "adapter":
             # An adapter keeps the answer KL (budget.ANSWER_KL_WEIGHT says why).
-            result.rho_rule = "rho_rel x |w|"
-            return self._from_rel(run.target_norm)
+            rho = self._from_rel(run.target_norm)
+            norm = "|A,B| (the LoRA adapter's own tensors)" if self.cfg.rho_rel is None else "|w|"
+            result.rho_rule = (
+                f"{result.rho_rel:g} x {norm} (= {result.rho_rel:g} x {run.target_norm:.4g})"
+            )
+            return rho
         result.target_weight_norm = run.target_norm
         delta = delta_norm(self.src, self.cfg.base_model, self.merged, self.targets, self.token)
         if delta is not None:

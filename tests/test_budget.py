@@ -245,7 +245,7 @@ def test_an_adapter_keeps_the_answer_kl(lora_dir: Path, tmp_path: Path) -> None:
     from panacea_patch.budget import ANSWER_KL_WEIGHT
 
     res = patch(lora_dir, tmp_path / "out", **{**FAST, "steps": 1})
-    assert res.rho_rule == "rho_rel x |w|"
+    assert res.rho_rule.startswith("0.12 x |A,B| (the LoRA adapter's own tensors)")
     assert res.rho == pytest.approx(0.12 * res.target_weight_norm, rel=1e-6)
     assert res.optimization["answer_kl_weight"] == ANSWER_KL_WEIGHT > 0
     # --merge-adapter budgets from the adapter's delta, which keeps the whole-sequence KL.
