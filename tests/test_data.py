@@ -35,6 +35,7 @@ from panacea_patch.data import (
     load_pairs,
     resolve_pad_token_id,
 )
+from panacea_patch.data._builtin_benign_items import benign_items
 from panacea_patch.data.readers import parse_hf_spec
 from panacea_patch.errors import InputError
 
@@ -399,7 +400,7 @@ def test_builtin_counts_uniqueness_and_stratified_disjoint_halves(name: str) -> 
 
 def test_benign_halves_hold_every_template_in_proportion() -> None:
     rows = read_builtin("benign")
-    items = _build_builtin.benign_items()
+    items = benign_items()
     assert [r["prompt"] for r in rows] == [prompt for _, _, prompt, _ in items]
     halves: dict[tuple[str, str], collections.Counter[str]] = collections.defaultdict(
         collections.Counter
