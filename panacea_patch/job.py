@@ -178,7 +178,13 @@ class PatchJob:
                 # The search starts where the default budget would be, on any model's scale.
                 start = self._default_rho(run)
                 rho, path, outcome = search_rho(
-                    run, cfg.max_kl, start=start, steps=steps, progress=bar.update
+                    run,
+                    cfg.max_kl,
+                    start=start,
+                    steps=steps,
+                    progress=bar.update,
+                    # Each trial is a whole run: the bar's total grows as the search goes on.
+                    before_trial=lambda k: setattr(bar, "total", max(bar.total or 0, k * per_run)),
                 )
                 bar.total = (len(path) + (outcome is None)) * run.passes_per_run(steps)
                 self.result.rho_rule = (

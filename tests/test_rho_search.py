@@ -76,6 +76,17 @@ def test_a_power_law_needs_at_most_three_trials() -> None:
         assert outcome is not None  # no extra optimization to rebuild the chosen ε
 
 
+def test_each_trial_is_announced_before_it_runs() -> None:
+    curve, announced = Curve(CURVES["cubic, steep"]), []
+
+    def before(k: int) -> None:
+        assert curve.runs == k - 1  # called before the k-th run, not after
+        announced.append(k)
+
+    _, path, _ = search_rho(curve, 0.05, start=40.0, before_trial=before)
+    assert announced == list(range(1, len(path) + 1)) and len(path) >= 2
+
+
 def test_the_start_may_be_a_rule_of_the_gradient_norm() -> None:
     curve = Curve(CURVES["quadratic"])
     _, path, _ = search_rho(curve, 0.05, start=lambda grad_norm: grad_norm / 9)

@@ -42,6 +42,7 @@ def search_rho(
     tolerance: float = 0.2,
     steps: int | None = None,
     progress: Callable[[int], None] | None = None,
+    before_trial: Callable[[int], None] | None = None,
 ) -> tuple[float, list[dict[str, float]], Any | None]:
     """Largest ρ whose held-out benign KL ≤ ``max_kl``, by a power-law secant on (ρ, KL).
 
@@ -54,12 +55,16 @@ def search_rho(
     ``run`` is a ``PerturbationRun`` (its ``run`` and ``heldout_kl``). Returns the chosen ρ,
     the path of (ρ, KL) trials, and the chosen trial's outcome when it was the last one run
     (its ε is live in the model, so the caller need not optimize again), else None.
+    ``before_trial(k)`` is called before the k-th trial (from 1), so a progress bar's total
+    can grow with the search instead of overflowing.
     """
     path: list[dict[str, float]] = []
     lo, hi = 0.0, math.inf
     rho: float | Callable[[float], float] = start
     chosen = None
-    for _ in range(max_trials):
+    for trial in range(1, max_trials + 1):
+        if before_trial is not None:
+            before_trial(trial)
         outcome = run.run(rho, progress, steps=steps)
         rho = float(outcome.rho)
         kl = float(run.heldout_kl())
