@@ -216,7 +216,8 @@ def render(cache: Path, *, machine: str, threads: int) -> str:
         "",
         _table(ROWS_B, cache),
         "",
-        _samples(cache, "B-attacked", "B-panacea"),
+        _samples(cache, "B-attacked", "B-panacea")
+        or _samples(cache, "B-attacked", "B-adapter-panacea"),
         "",
         _over_refused(cache, ("B-panacea", "B-adapter-panacea")),
         END,
