@@ -21,7 +21,9 @@ finally:
         kb = int(open('/proc/self/status').read().split('VmHWM:')[1].split()[0])
     except (OSError, IndexError, ValueError):
         kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    open(rss_file, 'w').write(str(kb))
+    torch = sys.modules.get('torch')
+    threads = torch.get_num_threads() if torch is not None else 0
+    open(rss_file, 'w').write(f'{{kb}} {{threads}}')
 """
 
 
@@ -32,6 +34,17 @@ def cli_command(args: list[str], rss_file: Path) -> list[str]:
 
 def read_peak_bytes(rss_file: Path) -> int:
     """The child's peak RSS in bytes; the file is removed."""
-    kb = int(rss_file.read_text())
-    rss_file.unlink()
+    kb, _ = _read(rss_file)
     return kb * 1024
+
+
+def read_peak_and_threads(rss_file: Path) -> tuple[int, int]:
+    """The child's peak RSS in bytes and its torch threads (0: torch never loaded); removed."""
+    kb, threads = _read(rss_file)
+    return kb * 1024, threads
+
+
+def _read(rss_file: Path) -> tuple[int, int]:
+    kb, threads = (int(x) for x in rss_file.read_text().split())
+    rss_file.unlink()
+    return kb, threads

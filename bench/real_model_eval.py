@@ -17,6 +17,11 @@ from typing import Any
 import child_rss
 import torch
 
+# Prompts per generation batch. On the 2-core machine, 128 generates 1.42x faster than 32 with
+# the same greedy answers (128 benign prompts, 48 tokens, one thread: 64.5 s vs 91.3 s, every
+# answer identical); the prompts are sorted by length, so the padding stays small.
+EVAL_BATCH = 128
+
 
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -60,7 +65,8 @@ def run_cli_patch(source: Path, out: Path, options: list[str], log_file: Path) -
     row = json.loads(proc.stdout)
     row.pop("targets", None)
     row["bench_seconds"] = round(seconds, 1)
-    row["bench_peak_rss_mb"] = round(child_rss.read_peak_bytes(rss_file) / 2**20, 1)
+    peak, row["bench_threads"] = child_rss.read_peak_and_threads(rss_file)
+    row["bench_peak_rss_mb"] = round(peak / 2**20, 1)
     row["bench_command"] = "panacea-patch patch SOURCE --out OUT " + " ".join(options)
     return row
 
@@ -93,7 +99,7 @@ def evaluate_model(
     from panacea_patch.modeling import load_model
 
     lm = load_model(model_dir, device="cpu", dtype="float32")
-    common = dict(progress=False, batch_size=32)
+    common = dict(progress=False, batch_size=EVAL_BATCH)
     split = "evaluate" if half == "eval" else "optimize"
     sets: dict[str, Any] = {}
     if half == "check":
@@ -154,7 +160,7 @@ def _kl(lm: Any, reference_dir: Path, split: str, tokens: int, *, cache: Path | 
         conts = stored["continuations"]
     else:
         conts = reference_continuations(
-            ref, lm.tokenizer, prompts, max_new_tokens=tokens, batch_size=32
+            ref, lm.tokenizer, prompts, max_new_tokens=tokens, batch_size=EVAL_BATCH
         )
         if cache is not None:
             save_json(cache, {"prompts": prompts, "continuations": conts})
@@ -164,7 +170,7 @@ def _kl(lm: Any, reference_dir: Path, split: str, tokens: int, *, cache: Path | 
         lm.tokenizer,
         prompts,
         max_new_tokens=tokens,
-        batch_size=32,
+        batch_size=EVAL_BATCH,
         continuations=conts,
     )
     return {"kl": result.mean, "kl_tokens": result.tokens}

@@ -73,3 +73,52 @@ def test_timings_of_two_processes_on_one_cache_are_both_kept(
     second.timed("train:align", 20.0)
     times = json.loads((tmp_path / "times.json").read_text())
     assert times == {"patch:A-panacea": 10.0, "train:align": 20.0}
+
+
+def _never(what: str):
+    def build() -> Path:
+        raise AssertionError(f"{what} was built although every result using it is recorded")
+
+    return build
+
+
+def test_recorded_results_are_not_rerun_on_an_empty_cache(rm: ModuleType, tmp_path: Path) -> None:
+    # A new machine: the tracked records hold a patch and its evaluation, the cache is empty.
+    records, cache = tmp_path / "records", tmp_path / "cache"
+    _stage(records, "data-version.json", json.dumps({"builtin": rm.builtin_fingerprint()}))
+    _stage(records, "results/A-panacea.json", json.dumps({"rho": 0.5, "bench_seconds": 9.0}))
+    _stage(records, "evals/A-panacea.json", json.dumps({"harmful_score": 7.3}))
+    bench = rm.Bench(cache, threads=1, records=records)
+    out, res = bench.patch("A-panacea", _never("the source"))
+    assert res["rho"] == 0.5 and not out.exists()
+    row = bench.evaluate("A-panacea", out, _never("the reference"))
+    assert row == {"harmful_score": 7.3}
+    # Records were not retired (same data), and nothing was written into the cache for them.
+    assert not list(records.glob("superseded-*"))
+    assert not (cache / "results").exists() and not (cache / "evals").exists()
+
+
+def test_a_recorded_patch_without_weights_or_evaluation_runs_again(
+    rm: ModuleType, tmp_path: Path
+) -> None:
+    records, cache = tmp_path / "records", tmp_path / "cache"
+    _stage(records, "results/A-random.json", json.dumps({"rho": 0.5}))
+    bench = rm.Bench(cache, threads=1, records=records)
+    with pytest.raises(AssertionError, match="the source was built"):
+        bench.patch("A-random", _never("the source"))
+
+
+def test_measurements_go_to_the_records_and_models_to_the_cache(
+    rm: ModuleType, tmp_path: Path
+) -> None:
+    records, cache = tmp_path / "records", tmp_path / "cache"
+    bench = rm.Bench(cache, threads=1, records=records)
+    bench.save("cost/A.json", {"token_ratio": 4.2})
+    bench.timed("train:align", 5.0)
+    assert json.loads((records / "cost" / "A.json").read_text()) == {"token_ratio": 4.2}
+    assert json.loads((records / "times.json").read_text()) == {"train:align": 5.0}
+    assert bench._path("B-aligned/config.json") == cache / "B-aligned" / "config.json"
+    # Both roots carry the data version their entries were built on.
+    for root in (records, cache):
+        version = json.loads((root / "data-version.json").read_text())
+        assert version == {"builtin": rm.builtin_fingerprint()}
