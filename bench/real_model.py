@@ -238,48 +238,16 @@ def scenario_a(b: Bench) -> None:
     b.evaluate("A-max-kl-0.05", out_k, src)
 
 
-def _rows(role: str, split: str = "optimize") -> list[dict[str, str]]:
-    from panacea_patch.data import load_pairs
-
-    pairs = load_pairs(f"builtin:{role}", role=role, split=split)
-    return [{"prompt": p.prompt, "response": p.response} for p in pairs]
-
-
-def train_stage(b: Bench, name: str, base: Path, rows: list[dict[str, str]]) -> Path:
-    """Scenario B's LoRA SFT stage ``name`` ("align", "attack") on ``base``, merged; cached.
-
-    A stage retrained on a new machine is compared with the recorded one by the adapter's
-    sha256, so that a patch recorded on the old model is never silently read as the new one's.
-    """
-    from real_model_train import lora_sft
-
-    from panacea_patch.hashing import file_sha256
-
-    merged = b.cache / ("B-aligned" if name == "align" else "B-attacked")
-    adapter = b.cache / f"B-{name}-adapter"
-    if (merged / "config.json").exists():
-        return merged
-    stats = lora_sft(base, rows, adapter_dir=adapter, merged_dir=merged, epochs=1)
-    stats["adapter_sha256"] = file_sha256(adapter / "adapter_model.safetensors")
-    before = b._load(f"train/{name}.json")
-    if before and before.get("adapter_sha256") not in (None, stats["adapter_sha256"]):
-        log.warning(
-            "retrained %s differs from the recorded one: its recorded results no "
-            "longer describe this model",
-            name,
-        )
-        stats["recorded_before"] = before
-    b.save(f"train/{name}.json", stats)
-    b.timed(f"train:{name}", stats["seconds"])
-    return merged
-
-
 def scenario_b(b: Bench) -> None:
+    from real_model_train import builtin_rows, train_stage
+
     def aligned() -> Path:
-        return train_stage(b, "align", b.checkpoint("float32"), _rows("refusal") + _rows("benign"))
+        rows = builtin_rows("refusal") + builtin_rows("benign")
+        return train_stage(b, "align", b.checkpoint("float32"), rows)
 
     def attacked() -> Path:
-        return train_stage(b, "attack", aligned(), data.attack_rows(1000, 0.1, _rows("harmful")))
+        rows = data.attack_rows(1000, 0.1, builtin_rows("harmful"))
+        return train_stage(b, "attack", aligned(), rows)
 
     def adapter() -> Path:
         attacked()

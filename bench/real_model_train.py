@@ -90,3 +90,39 @@ def lora_sft(
         "seconds": round(time.perf_counter() - started, 1),
         "lora": {"r": rank, "alpha": alpha, "lr": lr, "targets": "q,k,v,o"},
     }
+
+
+def builtin_rows(role: str, split: str = "optimize") -> list[dict[str, str]]:
+    """The built-in ``role`` set's ``split`` half as (prompt, response) rows."""
+    from panacea_patch.data import load_pairs
+
+    pairs = load_pairs(f"builtin:{role}", role=role, split=split)
+    return [{"prompt": p.prompt, "response": p.response} for p in pairs]
+
+
+def train_stage(b: Any, name: str, base: Path, rows: list[dict[str, str]]) -> Path:
+    """Scenario B's LoRA SFT stage ``name`` ("align", "attack") on ``base``, merged, cached in
+    ``b`` (a ``real_model.Bench``).
+
+    A stage retrained on a new machine is compared with the recorded one by the adapter's
+    sha256, so that a patch recorded on the old model is never silently read as the new one's.
+    """
+    from panacea_patch.hashing import file_sha256
+
+    merged = b.cache / ("B-aligned" if name == "align" else "B-attacked")
+    adapter = b.cache / f"B-{name}-adapter"
+    if (merged / "config.json").exists():
+        return merged
+    stats = lora_sft(base, rows, adapter_dir=adapter, merged_dir=merged, epochs=1)
+    stats["adapter_sha256"] = file_sha256(adapter / "adapter_model.safetensors")
+    before = b._load(f"train/{name}.json")
+    if before and before.get("adapter_sha256") not in (None, stats["adapter_sha256"]):
+        log.warning(
+            "retrained %s differs from the recorded one: its recorded results no "
+            "longer describe this model",
+            name,
+        )
+        stats["recorded_before"] = before
+    b.save(f"train/{name}.json", stats)
+    b.timed(f"train:{name}", stats["seconds"])
+    return merged
