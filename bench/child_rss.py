@@ -34,17 +34,11 @@ def cli_command(args: list[str], rss_file: Path) -> list[str]:
 
 def read_peak_bytes(rss_file: Path) -> int:
     """The child's peak RSS in bytes; the file is removed."""
-    kb, _ = _read(rss_file)
-    return kb * 1024
+    return read_peak_and_threads(rss_file)[0]
 
 
 def read_peak_and_threads(rss_file: Path) -> tuple[int, int]:
     """The child's peak RSS in bytes and its torch threads (0: torch never loaded); removed."""
-    kb, threads = _read(rss_file)
-    return kb * 1024, threads
-
-
-def _read(rss_file: Path) -> tuple[int, int]:
     kb, threads = (int(x) for x in rss_file.read_text().split())
     rss_file.unlink()
-    return kb, threads
+    return kb * 1024, threads

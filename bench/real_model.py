@@ -51,11 +51,12 @@ GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 STAGES = ("prepare", "a", "b", "report")
 # The measurements: small JSON files kept under ``--records`` (tracked in git, so that a new
 # machine with an empty cache keeps what earlier runs measured), apart from the heavy cache.
-RECORDS = ("results", "evals", "dev", "train", "cost", "times.json")
+RECORD_DIRS = ("results", "evals", "dev", "train", "cost")
+RECORDS = (*RECORD_DIRS, "times.json")
 # Entries that depend on the built-in data sets (the checkpoints and the GGUF do not).
 DATA_STAGES = (
     *("B-align-adapter", "B-aligned", "B-attack-adapter", "B-attacked"),
-    *("patched", "continuations", "logs", *RECORDS[:-1]),
+    *("patched", "continuations", "logs", *RECORD_DIRS),
 )
 
 

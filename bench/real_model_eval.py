@@ -17,9 +17,10 @@ from typing import Any
 import child_rss
 import torch
 
-# Prompts per generation batch. On the 2-core machine, 128 generates 1.42x faster than 32 with
-# the same greedy answers (128 benign prompts, 48 tokens, one thread: 64.5 s vs 91.3 s, every
-# answer identical); the prompts are sorted by length, so the padding stays small.
+# Prompts per generation batch. On the 2-core machine, 128 generates 1.31x faster than 32 with
+# the same greedy answers (`python bench/eval_batch_bench.py --threads 1`: 128 benign prompts,
+# 48 tokens, 56.4 s vs 73.6 s, every answer identical); prompts are sorted by length, so the
+# padding stays small.
 EVAL_BATCH = 128
 
 

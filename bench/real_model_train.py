@@ -105,7 +105,8 @@ def train_stage(b: Any, name: str, base: Path, rows: list[dict[str, str]]) -> Pa
     ``b`` (a ``real_model.Bench``).
 
     A stage retrained on a new machine is compared with the recorded one by the adapter's
-    sha256, so that a patch recorded on the old model is never silently read as the new one's.
+    sha256; a difference is logged and the old record kept under ``recorded_before`` (the
+    patches and evaluations recorded on the old model are not rerun by themselves).
     """
     from panacea_patch.hashing import file_sha256
 
