@@ -89,6 +89,7 @@ _IRRELEVANT = {
     "eval",
     "force",
     "max_damage_kl",
+    "min_refusal_drop",
     "max_memory",
     "offload_w0",
     "judge",

@@ -48,6 +48,20 @@ class RiseRule:
         return min(rise, self.cap)
 
 
+def effective_budget(cfg: Any, *, kind: str, merged: bool) -> str:
+    """``--budget``, else 'layer' for a LoRA adapter patched as one and 'global' otherwise.
+
+    On SmolLM2's attacked adapter a global budget of 0.12·‖A,B‖ put 97% of ‖∇h‖ and most of
+    ε into a few B matrices (ε up to 5.8× a tensor's own norm): the ascent never settled and
+    the written patch changed from run to run (broken, or doing nothing). The layer budget,
+    ε_t ≤ 0.12·‖w_t‖ per tensor, ascended smoothly to the best adapter patch measured
+    (docs/RESULTS.md, "Session 7").
+    """
+    if cfg.budget is not None:
+        return str(cfg.budget)
+    return "layer" if kind == "adapter" and not merged else "global"
+
+
 def max_steps(steps: int | None) -> int:
     """The most ascent steps a run can make (``steps`` None is the automatic default)."""
     return DEFAULT_STEPS if steps is None else steps

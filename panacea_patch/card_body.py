@@ -102,6 +102,13 @@ def _intro(record: Mapping[str, Any], title: str) -> str:
     )
 
 
+def _budget(kind: Any) -> str:
+    return {
+        "global": "global (‖ε‖₂ ≤ ρ over all targets)",
+        "layer": "per tensor (‖ε_t‖₂ ≤ ρ·‖w_t‖/‖w‖)",
+    }.get(str(kind), "—")
+
+
 def _summary(record: Mapping[str, Any]) -> str:
     source = record.get("source") or {}
     targets = record.get("targets") or {}
@@ -109,6 +116,7 @@ def _summary(record: Mapping[str, Any]) -> str:
     rows = [
         ("Method", _code(str(record.get("method", "unknown")))),
         ("ρ (perturbation budget, ‖ε‖₂)", _fmt(rho)),
+        ("Budget", _budget((record.get("optimization") or {}).get("budget"))),
         ("Realized ‖w′ − w‖₂ (after rounding to the stored dtype)", _fmt(realized)),
         ("Seed", _fmt(record.get("seed"))),
         (
@@ -159,18 +167,24 @@ def _guard(guard: Any) -> str:
     """The damage guard's figures, measured before the checkpoint was written."""
     if not isinstance(guard, Mapping) or guard.get("heldout_kl") is None:
         return ""
-    verdict = "**tripped; written with --force**" if guard.get("forced") else "passed"
+    verdict = "passed"
+    if guard.get("forced"):
+        failed = "refusals not restored" if not guard.get("tripped") else "tripped"
+        verdict = f"**{failed}; written with --force**"
     rows = [
         ("KL per token on held-out benign prompts", guard.get("heldout_kl")),
         ("Limit (--max-damage-kl)", guard.get("max_damage_kl")),
         ("Refusal loss on held-out refusals, after", guard.get("heldout_refusal_loss")),
         ("Refusal loss on held-out refusals, before", guard.get("heldout_refusal_loss_at_0")),
+        ("Refusal-loss drop (1 − after/before)", guard.get("refusal_drop")),
+        ("Least drop (--min-refusal-drop)", guard.get("min_refusal_drop")),
     ]
     first = guard.get("refit_from")
     if isinstance(first, Mapping):
         verdict += (
             f", after the default ρ {_fmt(first.get('rho'))} (held-out KL "
-            f"{_fmt(first.get('heldout_kl'))}) was refit to ρ {_fmt(guard.get('rho'))}"
+            f"{_fmt(first.get('heldout_kl'))}, refusal-loss drop "
+            f"{_fmt(first.get('refusal_drop'))}) was refit to ρ {_fmt(guard.get('rho'))}"
         )
     lines = ["## Damage guard", "", f"Verdict: {verdict}.", "", "| Figure | Value |", "|---|---|"]
     lines += [f"| {name} | {_fmt(value)} |" for name, value in rows]

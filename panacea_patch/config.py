@@ -52,10 +52,12 @@ class PatchConfig(ConfigFields):
         "Choose rho automatically: the largest rho whose mean benign KL stays <= this value.",
         group="method",
     )
-    budget: Budget = opt(
-        "global",
+    budget: Budget | None = opt(
+        None,
         "'global': |eps| <= rho over the whole target set; 'layer': each tensor gets a share "
-        "of rho proportional to its weight norm.",
+        "of rho proportional to its weight norm. Default: 'layer' for a LoRA adapter patched "
+        "as an adapter (a global budget piles into a few B matrices and breaks it; README, "
+        "'How large a perturbation'), 'global' otherwise.",
         group="method",
     )
     steps: int | None = opt(
@@ -105,9 +107,17 @@ class PatchConfig(ConfigFields):
         "0 or unset disables the guard.",
         group="method",
     )
+    min_refusal_drop: float = opt(
+        0.1,
+        "Guard: the patch must lower the refusal loss on held-out refusals by at least this "
+        "share of its unpatched value (0.1 = 10%), or it would ship the unsafe model under a "
+        "patched name; otherwise the run stops with exit 1 and writes nothing (see --force). A "
+        "default budget is first refit once at half its rho. 0 disables this check.",
+        group="method",
+    )
     force: bool = opt(
         False,
-        "Write the output even when the damage guard (--max-damage-kl) trips.",
+        "Write the output even when the damage guard (--max-damage-kl, --min-refusal-drop) trips.",
         group="method",
     )
     seed: int = opt(0, "Random seed: the same seed gives byte-identical output on CPU.")
@@ -232,6 +242,11 @@ class PatchConfig(ConfigFields):
                 raise InputError(f"{flag} must be >= 0", hint=f"pass {flag} 0 to turn it off")
         if self.max_damage_kl is not None and not self.max_damage_kl >= 0:
             raise InputError("--max-damage-kl must be >= 0", hint="pass 0 to turn the guard off")
+        if not 0 <= self.min_refusal_drop < 1:
+            raise InputError(
+                f"--min-refusal-drop must be in [0, 1), got {self.min_refusal_drop}",
+                hint="pass e.g. 0.1 (10%), or 0 to turn this check off",
+            )
         if sum(v is not None for v in (self.rho, self.rho_rel, self.max_kl)) > 1:
             raise InputError(
                 "--rho, --rho-rel and --max-kl are alternatives", hint="pass only one of them"

@@ -180,6 +180,9 @@ def demo_patch_options(paths: Any, *, fast: bool, benign: str = "task") -> dict[
         "base_model": str(paths.aligned),
         "max_examples": 64 if fast else 256,
         "device": "cpu",
+        # The demo measures every method on held-out sets, the weak ones included: the guard's
+        # refusal check would stop the rows it exists to show (a fast organism barely moves).
+        "min_refusal_drop": 0.0,
     }
 
 

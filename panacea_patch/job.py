@@ -12,7 +12,7 @@ from typing import Any
 
 from . import guard
 from .atomic import atomic_output_dir
-from .budget import DELTA_SHARE, RISE, RiseRule, delta_norm, planned_steps
+from .budget import DELTA_SHARE, RISE, RiseRule, delta_norm, effective_budget, planned_steps
 from .checkpoint import ShardReader, copy_aux_files, write_patched
 from .config import PatchConfig
 from .errors import InputError
@@ -169,7 +169,8 @@ class PatchJob:
         # A ρ chosen by the rise rule starts mild and needs fewer steps (budget.py); knowing it
         # now keeps the benign reference to the batches those steps use.
         steps = planned_steps(cfg, kind=self.src.kind, merged=bool(self.merged))
-        run = PerturbationRun(self.lm, self.targets, cfg, data, steps=steps)
+        budget = effective_budget(cfg, kind=self.src.kind, merged=bool(self.merged))
+        run = PerturbationRun(self.lm, self.targets, cfg, data, steps=steps, budget=budget)
         per_run = run.passes_per_run(steps)
         with progress_bar(
             total=per_run, desc="optimizing", unit="pass", enabled=self.progress
@@ -198,7 +199,7 @@ class PatchJob:
             if isinstance(rho, RiseRule) and rho.capped:
                 self.result.rho_rule += " (the cap applied)"
             verdict = guard.measure(run, outcome.rho, cfg)
-            if verdict["tripped"] and not cfg.force and cfg.rho is None and cfg.rho_rel is None:
+            if guard.stopped(verdict) and not cfg.force and cfg.rho is None and cfg.rho_rel is None:
                 outcome, verdict = guard.refit(run, verdict, cfg, steps=steps, bar=bar)
                 self.result.rho_rule += guard.refit_note(verdict)
             # Early stopping makes the ascent shorter than planned: close the bar at its end.
@@ -225,6 +226,8 @@ class PatchJob:
             result.rho_rule = (
                 f"{result.rho_rel:g} x {norm} (= {result.rho_rel:g} x {run.target_norm:.4g})"
             )
+            if run.state.budget == "layer":
+                result.rho_rule += f", at most {result.rho_rel:g} x |w_t| per tensor"
             return rho
         result.target_weight_norm = run.target_norm
         delta = delta_norm(self.src, self.cfg.base_model, self.merged, self.targets, self.token)

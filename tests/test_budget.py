@@ -16,7 +16,14 @@ from panacea_patch.data import IGNORE_INDEX, build_batches, count_tokens, load_p
 from panacea_patch.methods.optimize import EarlyStop
 from tests.helpers import dir_hashes, load_all, read_json_stdout, run_cli
 
-FAST = dict(max_examples=16, batch_size=8, max_length=128, progress=False, max_damage_kl=0)
+FAST = dict(
+    max_examples=16,
+    batch_size=8,
+    max_length=128,
+    progress=False,
+    max_damage_kl=0,
+    min_refusal_drop=0,
+)
 
 
 def _harmful(limit: int = 16) -> list:
@@ -94,6 +101,7 @@ def test_closed_form_follows_the_token_budget(llama_dir: Path, tmp_path: Path) -
 
 def test_json_reports_passes_tokens_seconds_per_phase(llama_dir: Path, tmp_path: Path) -> None:
     args = ["--max-examples", "16", "--max-length", "128", "--steps", "3", "--patience", "0"]
+    args += ["--min-refusal-drop", "0"]  # an untrained fixture has no refusals to restore
 
     def run(out: str, *extra: str) -> dict:
         proc = run_cli(
@@ -241,16 +249,30 @@ def test_default_rho_with_a_known_base_is_a_share_of_the_delta(
     assert patch(tuned, tmp_path / "o2", **kw).optimization["answer_kl_weight"] == 0.5
 
 
-def test_an_adapter_keeps_the_answer_kl(lora_dir: Path, tmp_path: Path) -> None:
+def test_an_adapter_keeps_the_answer_kl_and_a_budget_per_tensor(
+    lora_dir: Path, tmp_path: Path
+) -> None:
     from panacea_patch.budget import ANSWER_KL_WEIGHT
 
-    res = patch(lora_dir, tmp_path / "out", **{**FAST, "steps": 1})
+    res = patch(lora_dir, tmp_path / "out", **{**FAST, "steps": 2})
     assert res.rho_rule.startswith("0.12 x |A,B| (the LoRA adapter's own tensors)")
+    assert res.rho_rule.endswith("at most 0.12 x |w_t| per tensor")
     assert res.rho == pytest.approx(0.12 * res.target_weight_norm, rel=1e-6)
     assert res.optimization["answer_kl_weight"] == ANSWER_KL_WEIGHT > 0
+    # The layer budget: no tensor moves by more than 0.12 of its own norm (fp32 rounding aside),
+    # where the global budget lets a few take more.
+    assert res.optimization["budget"] == "layer"
+    rels = [layer["rel"] for layer in res.layers]
+    assert max(rels) <= 0.12 * (1 + 1e-4) and min(rels) > 0
+    glob = patch(lora_dir, tmp_path / "global", budget="global", **{**FAST, "steps": 2})
+    assert glob.optimization["budget"] == "global" and "per tensor" not in glob.rho_rule
+    assert max(layer["rel"] for layer in glob.layers) > 0.12 * 1.05
+    card = (tmp_path / "out" / "README.md").read_text()
+    assert "| Budget | per tensor" in card
     # --merge-adapter budgets from the adapter's delta, which keeps the whole-sequence KL.
     merged = patch(lora_dir, tmp_path / "merged", merge_adapter=True, **{**FAST, "steps": 1})
     assert "w_base" in merged.rho_rule and merged.optimization["answer_kl_weight"] == 0.0
+    assert merged.optimization["budget"] == "global"
 
 
 def test_a_base_with_other_tensors_is_refused(
@@ -271,3 +293,56 @@ def test_a_base_with_other_tensors_is_refused(
     assert proc.returncode == 2, proc.stderr
     assert "--base-model" in proc.stderr and "fix:" in proc.stderr.lower()
     assert not (tmp_path / "o").exists()
+
+
+def test_a_patch_that_does_not_lower_refusal_loss_is_stopped(
+    llama_dir: Path, tmp_path: Path
+) -> None:
+    """The second check of the guard: a patch that leaves the held-out refusal loss where it
+    was would ship the unsafe model. On this untrained fixture the closed form lowers it by
+    about 1%, far short of --min-refusal-drop 0.5."""
+    from panacea_patch.errors import RuntimeFailure
+    from panacea_patch.guard import INEFFECTIVE_REFIT
+
+    kw = {**FAST, "steps": 0, "min_refusal_drop": 0.5}
+    forced = patch(llama_dir, tmp_path / "forced", **{**kw, "force": True})
+    guard = forced.guard
+    assert guard["ineffective"] and guard["forced"] and not guard["tripped"]
+    assert guard["refusal_drop"] == pytest.approx(
+        1 - guard["heldout_refusal_loss"] / guard["heldout_refusal_loss_at_0"]
+    )
+    assert guard["refusal_drop"] < 0.5 and "refit_from" not in guard  # --force never refits
+    record = json.loads((tmp_path / "forced" / "panacea_patch.json").read_text())
+    assert record["guard"]["ineffective"] is True
+    card = (tmp_path / "forced" / "README.md").read_text()
+    assert "refusals not restored; written with --force" in card
+
+    # A default budget is refit once at INEFFECTIVE_REFIT of its rho, then the run stops.
+    with pytest.raises(RuntimeFailure, match="did not restore refusals") as err:
+        patch(llama_dir, tmp_path / "default", **kw)
+    assert "had been refit to" in str(err.value)
+    assert f"{forced.rho * INEFFECTIVE_REFIT:.4g}" in str(err.value)
+    # A rho the user gave is not refit; the same check stops it.
+    with pytest.raises(RuntimeFailure, match="did not restore refusals") as err:
+        patch(llama_dir, tmp_path / "given", **{**kw, "rho": forced.rho})
+    assert "refit" not in str(err.value)
+    assert not (tmp_path / "default").exists() and not (tmp_path / "given").exists()
+
+    # 0 turns the check off: the same run writes, and the KL check still reports the drop.
+    off = patch(llama_dir, tmp_path / "off", **{**kw, "min_refusal_drop": 0, "max_damage_kl": 1})
+    assert not off.guard["ineffective"] and off.guard["min_refusal_drop"] is None
+    assert off.guard["refusal_drop"] == pytest.approx(guard["refusal_drop"], abs=1e-6)
+    assert any((tmp_path / "off").glob("*.safetensors"))
+
+
+def test_the_ineffective_check_stops_the_cli_with_exit_1(llama_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    before = dir_hashes(llama_dir)
+    args = ["patch", str(llama_dir), "--out", str(out), "--max-examples", "16"]
+    args += ["--max-length", "128", "--steps", "0", "--rho", "0.01", "--min-refusal-drop", "0.5"]
+    proc = run_cli(*args)
+    assert proc.returncode == 1, proc.stderr
+    assert "did not restore refusals" in proc.stderr and "--force" in proc.stderr
+    assert not out.exists() and dir_hashes(llama_dir) == before
+    bad = run_cli(*args[:-1], "1.5")
+    assert bad.returncode == 2 and "--min-refusal-drop" in bad.stderr

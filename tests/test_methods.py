@@ -31,6 +31,7 @@ FAST = dict(
     progress=False,
     response_tokens=0,
     max_damage_kl=0,
+    min_refusal_drop=0,
 )
 
 

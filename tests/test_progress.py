@@ -102,7 +102,9 @@ def _phases(stderr: str) -> dict[str, list[str]]:
     return phases
 
 
+# An untrained fixture has no refusals to restore: the guard's refusal check is off.
 PATCH = ("--method", "panacea", "--steps", "2", "--max-examples", "8", "--eval")
+PATCH += ("--min-refusal-drop", "0")
 SMALL_EVAL = ("--max-new-tokens", "4")
 
 

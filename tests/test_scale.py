@@ -16,7 +16,9 @@ from panacea_patch.errors import InputError
 from panacea_patch.methods import live
 from tests.helpers import dir_hashes, read_json_stdout, run_cli
 
+# An untrained fixture has no refusals to restore: the guard's refusal check is off.
 FAST = dict(steps=3, max_examples=16, batch_size=8, max_length=96, device="cpu", seed=1)
+FAST["min_refusal_drop"] = 0
 
 
 def _weights(out: Path) -> dict[str, str]:
@@ -91,7 +93,7 @@ def test_explicit_device_map_run_equals_plain_run(llama_dir: Path, tmp_path: Pat
     dmap = tmp_path / "map.json"
     dmap.write_text(json.dumps(_all_cpu_map(llama_dir)))
     args = ["--steps", "3", "--max-examples", "16", "--max-length", "96", "--device", "cpu"]
-    args += ["--rho-rel", "0.05", "--seed", "1", "-q"]
+    args += ["--rho-rel", "0.05", "--seed", "1", "-q", "--min-refusal-drop", "0"]
     plain = run_cli("patch", str(llama_dir), "--out", str(tmp_path / "plain"), *args)
     assert plain.returncode == 0, plain.stderr
     mapped = run_cli(
@@ -158,7 +160,7 @@ def test_device_map_and_max_memory_errors(llama_dir: Path, tmp_path: Path) -> No
 
 def test_dry_run_plan_counts_the_runs_passes(llama_dir: Path, tmp_path: Path) -> None:
     args = ["--steps", "3", "--max-examples", "16", "--max-length", "96", "--device", "cpu"]
-    args += ["--patience", "0", "--rho-rel", "0.05"]
+    args += ["--patience", "0", "--rho-rel", "0.05", "--min-refusal-drop", "0"]
     proc = run_cli("patch", str(llama_dir), "--dry-run", "--json", *args)
     assert proc.returncode == 0, proc.stderr
     plan = read_json_stdout(proc)["plan"]

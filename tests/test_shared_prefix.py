@@ -121,7 +121,14 @@ def test_a_patch_with_a_system_prompt_counts_fewer_tokens_for_the_same_eps(
     pairs = load_pairs("builtin:harmful", role="harmful", split="optimize", limit=16)
     batches = build_batches(tok, pairs, batch_size=8, max_length=128, response_tokens=16)
     assert all(prefix_length(b) >= 15 for b in batches)
-    fast = dict(max_examples=16, batch_size=8, max_length=128, progress=False, max_damage_kl=0)
+    fast = dict(
+        max_examples=16,
+        batch_size=8,
+        max_length=128,
+        progress=False,
+        max_damage_kl=0,
+        min_refusal_drop=0,
+    )
     runs = []
     # Checkpointing turns sharing off, so the second run is the plain forward pass.
     for i, checkpointing in enumerate((False, True)):

@@ -63,7 +63,7 @@ class AlignmentData:
                 "the harmful set is required for this method", hint="pass --harmful SRC"
             )
         heldout = {"benign": [], "refusal": []}
-        guard = bool(cfg.max_damage_kl) or cfg.max_kl is not None
+        guard = bool(cfg.max_damage_kl or cfg.min_refusal_drop) or cfg.max_kl is not None
         # The guard always measures drift, on the built-in benign prompts if the user gave none.
         sources = {"benign": cfg.benign if not _disabled(cfg.benign) else "builtin:benign"}
         if not _disabled(cfg.refusal):
@@ -133,10 +133,12 @@ class OptimizationOutcome:
     rho_search: list[dict[str, float]] = field(default_factory=list)
     eps_norm: float = 0.0
     phases: dict[str, dict[str, float]] = field(default_factory=dict)
+    budget: str = "global"
 
     def summary(self) -> dict[str, Any]:
         return {
             "rho": self.rho,
+            "budget": self.budget,
             "eps_norm": self.eps_norm,
             "harmful_grad_norm": self.grad_norm,
             "h_initial": self.h_initial,
@@ -171,9 +173,11 @@ class PerturbationRun:
         data: AlignmentData,
         *,
         steps: int | None = None,
+        budget: str | None = None,
     ) -> None:
         """``steps``: the ascent steps the job will ask ``run`` for, when it knows them (the
-        rise rule's); the benign reference covers only the batches those steps use."""
+        rise rule's); the benign reference covers only the batches those steps use.
+        ``budget``: 'global' or 'layer' (default ``cfg.budget``, else global)."""
         self.lm, self.cfg, self.data = lm, cfg, data
         self.counter = PhaseCounter()
         params = require_targets(lm, [t.name for t in targets])
@@ -183,7 +187,7 @@ class PerturbationRun:
         stored = {t.name: t.dtype for t in targets}
         self.state = PerturbationState(
             params,
-            budget=cfg.budget,
+            budget=budget or cfg.budget or "global",
             rho=1.0,
             stored_dtypes=stored,
             model=lm.model,
@@ -300,6 +304,7 @@ class PerturbationRun:
             h_initial=cf["h"],
             eps_norm=eps_norm,
             phases=self.counter.phases,
+            budget=st.budget,
         )
 
     def objective(self, harmful: list[dict]) -> Objective:
