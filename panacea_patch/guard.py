@@ -21,8 +21,9 @@ log = logging.getLogger("panacea_patch")
 # ρ·sqrt(limit/KL) is where a KL growing with ρ² would meet the limit; the margin keeps the
 # estimate under it when the growth is steeper.
 FIT_MARGIN = 0.8
-# An ineffective default is refit at this share of its ρ: on SmolLM2's attacked adapter a third
-# of the adapter rule's ρ restored safety where the full ρ left the model unpatched.
+# An ineffective default is refit at this share of its ρ: a smaller ρ takes smaller ascent steps,
+# which settle where large ones jump about. On SmolLM2's attacked adapter, under the old global
+# budget, ρ 1.1 restored safety where 3.3 broke the model or left it unpatched.
 INEFFECTIVE_REFIT = 0.5
 
 
