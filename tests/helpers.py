@@ -61,3 +61,15 @@ def load_bench_script(name: str) -> ModuleType:
     sys.modules[spec.name] = module  # dataclasses look the module up by name
     spec.loader.exec_module(module)
     return module
+
+
+# Small, quick patch settings for the untrained fixtures, with the damage guard off: they have no
+# refusals to restore, and these settings serve tests of the method, not of the guard.
+FAST_PATCH: dict = dict(
+    max_examples=16,
+    batch_size=8,
+    max_length=128,
+    progress=False,
+    max_damage_kl=0,
+    min_refusal_drop=0,
+)

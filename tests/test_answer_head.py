@@ -11,15 +11,9 @@ from transformers import AutoModelForCausalLM
 from panacea_patch import objectives, patch
 from panacea_patch.data import IGNORE_INDEX, build_batches, load_pairs
 from panacea_patch.objectives import BenignReference, answer_head
+from tests.helpers import FAST_PATCH
 
-FAST = dict(
-    max_examples=16,
-    batch_size=8,
-    max_length=128,
-    progress=False,
-    max_damage_kl=0,
-    min_refusal_drop=0,
-)
+FAST = dict(FAST_PATCH)
 
 
 def _benign_batches(tokenizer, limit: int = 12) -> list[dict]:

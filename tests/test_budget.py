@@ -14,16 +14,9 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from panacea_patch import patch
 from panacea_patch.data import IGNORE_INDEX, build_batches, count_tokens, load_pairs
 from panacea_patch.methods.optimize import EarlyStop
-from tests.helpers import dir_hashes, load_all, read_json_stdout, run_cli
+from tests.helpers import FAST_PATCH, dir_hashes, load_all, read_json_stdout, run_cli
 
-FAST = dict(
-    max_examples=16,
-    batch_size=8,
-    max_length=128,
-    progress=False,
-    max_damage_kl=0,
-    min_refusal_drop=0,
-)
+FAST = dict(FAST_PATCH)
 
 
 def _harmful(limit: int = 16) -> list:

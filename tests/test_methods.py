@@ -21,18 +21,10 @@ from panacea_patch import patch
 from panacea_patch.config import PatchConfig, example_toml
 from panacea_patch.data import build_batches, load_pairs
 from panacea_patch.errors import RuntimeFailure
-from tests.helpers import dir_hashes, load_all, read_json_stdout, run_cli
+from tests.helpers import FAST_PATCH, dir_hashes, load_all, read_json_stdout, run_cli
 
 # Whole responses (no token budget) and no guard: these tests check the method's maths.
-FAST = dict(
-    max_examples=16,
-    batch_size=8,
-    max_length=128,
-    progress=False,
-    response_tokens=0,
-    max_damage_kl=0,
-    min_refusal_drop=0,
-)
+FAST = {**FAST_PATCH, "response_tokens": 0}
 
 
 def _targets(result) -> list[str]:

@@ -17,7 +17,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from panacea_patch import patch, shared_prefix
 from panacea_patch.data import build_batches, count_tokens, load_pairs
 from panacea_patch.data.batching import MIN_PREFIX, prefix_length
-from tests.helpers import load_all
+from tests.helpers import FAST_PATCH, load_all
 
 # A system prompt every example repeats, as real chat templates (SmolLM2's, Qwen's) add one.
 SYSTEM_TEMPLATE = (
@@ -121,14 +121,7 @@ def test_a_patch_with_a_system_prompt_counts_fewer_tokens_for_the_same_eps(
     pairs = load_pairs("builtin:harmful", role="harmful", split="optimize", limit=16)
     batches = build_batches(tok, pairs, batch_size=8, max_length=128, response_tokens=16)
     assert all(prefix_length(b) >= 15 for b in batches)
-    fast = dict(
-        max_examples=16,
-        batch_size=8,
-        max_length=128,
-        progress=False,
-        max_damage_kl=0,
-        min_refusal_drop=0,
-    )
+    fast = dict(FAST_PATCH)
     runs = []
     # Checkpointing turns sharing off, so the second run is the plain forward pass.
     for i, checkpointing in enumerate((False, True)):
