@@ -285,6 +285,10 @@ class Runner:
         options = {**patch_options(cell.paths, spec.data), **spec.budget()}
         if rho is not None:  # a baseline at panacea's ρ (absolute; rho_rel/max_kl off)
             options.update(rho=rho, rho_rel=None, max_kl=None)
+        if options.get("rho") is not None or options.get("rho_rel") is not None:
+            # A given ρ is measured as it is, a broken model included (the closed form breaks
+            # the organism): the damage guard would write nothing and leave the cell empty.
+            options["force"] = True
         result = patch(
             cell.attacked, out, method=spec.method, seed=spec.seed, progress=False, **options
         )

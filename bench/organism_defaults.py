@@ -1,7 +1,7 @@
 """Check the patch defaults on the demo organism: panacea with demo options, per seed and variant.
 
     python bench/organism_defaults.py --seeds 0 1 [--variants full lora] [--cache-dir DIR]
-        [--set KEY=VALUE ...]      # a candidate: patch options over the demo's
+        [--poison-ratio P] [--set KEY=VALUE ...]   # a candidate: patch options over the demo's
 
 Prints one JSON row per (seed, variant): the budget rule and rho, steps run, the damage guard,
 and the held-out HS / FA / refusal / incoherence / over-refusal / KL the demo reports. This is
@@ -74,6 +74,11 @@ def main() -> None:
                         "rho": res.rho,
                         "rule": res.rho_rule,
                         "steps_run": res.optimization.get("steps_run"),
+                        "budget": res.optimization.get("budget"),
+                        # budget.choose_budget's figure: the largest tensor move at the start.
+                        "max_start_ratio": (res.optimization.get("budget_check") or {}).get(
+                            "max_start_ratio"
+                        ),
                         "grad_norm": res.optimization.get("harmful_grad_norm"),
                         "guard": res.guard,
                         "HS": row.harmful_score,

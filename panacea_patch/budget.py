@@ -33,6 +33,9 @@ DEFAULT_STEPS, RISE_STEPS = 60, 30
 # default without it over-refused 15.9% (with it, at a similar rho, 0.9%), and on the organism's
 # adapters it left the harmful score as it was or lower (docs/RESULTS.md, "Session 4").
 ANSWER_KL_WEIGHT = 4.0
+# The default budget turns per tensor when one ball's closed-form start would move a tensor by
+# more than this many times its own norm (choose_budget).
+OVERWRITE = 1.0
 
 
 @dataclass
@@ -49,17 +52,44 @@ class RiseRule:
 
 
 def effective_budget(cfg: Any, *, kind: str, merged: bool) -> str:
-    """``--budget``, else 'layer' for a LoRA adapter patched as one and 'global' otherwise.
+    """``--budget``, else 'auto': settled by ``choose_budget`` once the closed form has run."""
+    return str(cfg.budget) if cfg.budget is not None else "auto"
 
-    On SmolLM2's attacked adapter a global budget of 0.12·‖A,B‖ put 97% of ‖∇h‖ and most of
-    ε into a few B matrices (ε up to 5.8× a tensor's own norm): the ascent never settled and
-    the written patch changed from run to run (broken, or doing nothing). The layer budget,
-    ε_t ≤ 0.12·‖w_t‖ per tensor, ascended smoothly to the best adapter patch measured
-    (docs/RESULTS.md, "Session 7").
+
+def choose_budget(
+    rho: float, grad_sq: dict[str, float], w_norms: dict[str, float]
+) -> tuple[str, dict[str, Any]]:
+    """The default budget: one ball over all targets ('global'), unless the closed-form start
+    ε = ρ·∇h/‖∇h‖ in that ball would move some tensor by more than OVERWRITE times its own norm;
+    then each tensor gets its own share, ‖ε_t‖ ≤ ρ·‖w_t‖/‖w‖ ('layer').
+
+    Such a start no longer perturbs the tensor, it replaces it. On SmolLM2's attacked adapter
+    the start would move v_proj's B matrices by up to 2.2× their norm (53% of ‖∇h‖² in tensors
+    past 1×); one ball then put ε at 4.8× a B matrix's norm and the ascent never settled, where
+    per-tensor shares gave the best adapter patch measured. On the organism's adapters the
+    largest start is 0.28–0.37× (nine attacked adapters), and one ball is what keeps their
+    harmful score and over-refusal (per-tensor shares cost up to 16 points of HS there); on
+    full models it is below 0.05× (docs/RESULTS.md, "Session 8").
     """
-    if cfg.budget is not None:
-        return str(cfg.budget)
-    return "layer" if kind == "adapter" and not merged else "global"
+    gnorm = math.sqrt(sum(grad_sq.values())) or 1.0
+    ratios = {n: rho * math.sqrt(g) / gnorm / max(w_norms[n], 1e-30) for n, g in grad_sq.items()}
+    worst = max(ratios, key=ratios.__getitem__)
+    check = {"max_start_ratio": ratios[worst], "tensor": worst, "limit": OVERWRITE}
+    return ("layer" if ratios[worst] > OVERWRITE else "global"), check
+
+
+def budget_note(state: Any, rho: float, target_norm: float) -> str:
+    """What ``rho_rule`` adds for a per-tensor budget: the share, and why when it was chosen."""
+    if state.budget != "layer":
+        return ""
+    note = f", at most {rho / max(target_norm, 1e-30):.3g} x |w_t| per tensor"
+    check = state.budget_check
+    if check is not None:
+        note += (
+            f" (in one ball the start would move {check['tensor']} by "
+            f"{check['max_start_ratio']:.2g}x its norm)"
+        )
+    return note
 
 
 def max_steps(steps: int | None) -> int:

@@ -55,9 +55,10 @@ class PatchConfig(ConfigFields):
     budget: Budget | None = opt(
         None,
         "'global': |eps| <= rho over the whole target set; 'layer': each tensor gets a share "
-        "of rho proportional to its weight norm. Default: 'layer' for a LoRA adapter patched "
-        "as an adapter (a global budget piles into a few B matrices and breaks it; README, "
-        "'How large a perturbation'), 'global' otherwise.",
+        "of rho proportional to its weight norm. Default: 'global', unless the closed-form "
+        "start in one ball would move some tensor by more than its own norm (it would "
+        "replace that tensor, not perturb it: seen on a LoRA adapter's B matrices); then "
+        "'layer' (README, 'How large a perturbation').",
         group="method",
     )
     steps: int | None = opt(

@@ -12,7 +12,15 @@ from typing import Any
 
 from . import guard
 from .atomic import atomic_output_dir
-from .budget import DELTA_SHARE, RISE, RiseRule, delta_norm, effective_budget, planned_steps
+from .budget import (
+    DELTA_SHARE,
+    RISE,
+    RiseRule,
+    budget_note,
+    delta_norm,
+    effective_budget,
+    planned_steps,
+)
 from .checkpoint import ShardReader, copy_aux_files, write_patched
 from .config import PatchConfig
 from .errors import InputError
@@ -187,7 +195,8 @@ class PatchJob:
                     # Each trial is a whole run: the bar's total grows as the search goes on.
                     before_trial=lambda k: setattr(bar, "total", max(bar.total or 0, k * per_run)),
                 )
-                bar.total = (len(path) + (outcome is None)) * run.passes_per_run(steps)
+                trials = sum(1 for point in path if not point.get("probe"))
+                bar.total = trials * run.passes_per_run(steps)
                 self.result.rho_rule = (
                     f"--max-kl {cfg.max_kl:g}, searched from: {self.result.rho_rule}"
                 )
@@ -202,6 +211,8 @@ class PatchJob:
             if guard.stopped(verdict) and not cfg.force and cfg.rho is None and cfg.rho_rel is None:
                 outcome, verdict = guard.refit(run, verdict, cfg, steps=steps, bar=bar)
                 self.result.rho_rule += guard.refit_note(verdict)
+            if self.result.rho_rule is not None:
+                self.result.rho_rule += budget_note(run.state, outcome.rho, run.target_norm)
             # Early stopping makes the ascent shorter than planned: close the bar at its end.
             bar.total = bar.n
         outcome.rho_search = path
@@ -226,8 +237,6 @@ class PatchJob:
             result.rho_rule = (
                 f"{result.rho_rel:g} x {norm} (= {result.rho_rel:g} x {run.target_norm:.4g})"
             )
-            if run.state.budget == "layer":
-                result.rho_rule += f", at most {result.rho_rel:g} x |w_t| per tensor"
             return rho
         result.target_weight_norm = run.target_norm
         delta = delta_norm(self.src, self.cfg.base_model, self.merged, self.targets, self.token)

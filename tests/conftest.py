@@ -92,6 +92,15 @@ def lora_dir(fixtures_root: Path, llama_dir: Path) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def lora_small_b_dir(fixtures_root: Path, llama_dir: Path) -> Path:
+    """A LoRA adapter whose B matrices are 1% of ``lora_dir``'s (a short fine-tune's)."""
+    out = fixtures_root / "llama-lora-small-b"
+    if not (out / "adapter_config.json").exists():
+        factory.build_lora_adapter(out, base_dir=llama_dir, b_scale=0.01)
+    return out
+
+
 @pytest.fixture(params=["llama_dir", "llama_sharded_bf16_dir", "qwen2_dir", "neox_dir"])
 def any_model_dir(request: pytest.FixtureRequest) -> Path:
     return request.getfixturevalue(request.param)

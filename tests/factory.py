@@ -136,8 +136,13 @@ def build_model(
     return out_dir
 
 
-def build_lora_adapter(out_dir: Path, *, base_dir: Path, r: int = 4, seed: int = 0) -> Path:
-    """Save a PEFT LoRA adapter on q/k/v of ``base_dir`` with non-zero B matrices."""
+def build_lora_adapter(
+    out_dir: Path, *, base_dir: Path, r: int = 4, seed: int = 0, b_scale: float = 1.0
+) -> Path:
+    """Save a PEFT LoRA adapter on q/k/v of ``base_dir`` with non-zero B matrices.
+
+    ``b_scale`` < 1 shrinks the B matrices, as a short fine-tune leaves them (SmolLM2's attacked
+    adapter): the harmful gradient then sits in B matrices that are small next to it."""
     from peft import LoraConfig, get_peft_model
 
     torch.manual_seed(seed)
@@ -150,6 +155,10 @@ def build_lora_adapter(out_dir: Path, *, base_dir: Path, r: int = 4, seed: int =
         task_type="CAUSAL_LM",
     )
     model = get_peft_model(base, config)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.mul_(b_scale)
     model.save_pretrained(out_dir)
     # Record the base as an absolute path so the adapter resolves from anywhere.
     cfg_path = out_dir / "adapter_config.json"

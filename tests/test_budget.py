@@ -242,30 +242,60 @@ def test_default_rho_with_a_known_base_is_a_share_of_the_delta(
     assert patch(tuned, tmp_path / "o2", **kw).optimization["answer_kl_weight"] == 0.5
 
 
-def test_an_adapter_keeps_the_answer_kl_and_a_budget_per_tensor(
+def test_an_adapter_keeps_the_answer_kl_and_one_ball_when_no_tensor_is_overwritten(
     lora_dir: Path, tmp_path: Path
 ) -> None:
-    from panacea_patch.budget import ANSWER_KL_WEIGHT
+    from panacea_patch.budget import ANSWER_KL_WEIGHT, OVERWRITE
 
     res = patch(lora_dir, tmp_path / "out", **{**FAST, "steps": 2})
-    assert res.rho_rule.startswith("0.12 x |A,B| (the LoRA adapter's own tensors)")
-    assert res.rho_rule.endswith("at most 0.12 x |w_t| per tensor")
+    assert (
+        res.rho_rule
+        == f"0.12 x |A,B| (the LoRA adapter's own tensors) (= 0.12 x {res.target_weight_norm:.4g})"
+    )
     assert res.rho == pytest.approx(0.12 * res.target_weight_norm, rel=1e-6)
     assert res.optimization["answer_kl_weight"] == ANSWER_KL_WEIGHT > 0
-    # The layer budget: no tensor moves by more than 0.12 of its own norm (fp32 rounding aside),
-    # where the global budget lets a few take more.
-    assert res.optimization["budget"] == "layer"
-    rels = [layer["rel"] for layer in res.layers]
-    assert max(rels) <= 0.12 * (1 + 1e-4) and min(rels) > 0
-    glob = patch(lora_dir, tmp_path / "global", budget="global", **{**FAST, "steps": 2})
-    assert glob.optimization["budget"] == "global" and "per tensor" not in glob.rho_rule
-    assert max(layer["rel"] for layer in glob.layers) > 0.12 * 1.05
-    card = (tmp_path / "out" / "README.md").read_text()
-    assert "| Budget | per tensor" in card
+    check = res.optimization["budget_check"]
+    assert res.optimization["budget"] == "global", check
+    assert check["max_start_ratio"] <= OVERWRITE
     # --merge-adapter budgets from the adapter's delta, which keeps the whole-sequence KL.
     merged = patch(lora_dir, tmp_path / "merged", merge_adapter=True, **{**FAST, "steps": 1})
     assert "w_base" in merged.rho_rule and merged.optimization["answer_kl_weight"] == 0.0
-    assert merged.optimization["budget"] == "global"
+    ratio = merged.optimization["budget_check"]["max_start_ratio"]
+    assert merged.optimization["budget"] == ("layer" if ratio > OVERWRITE else "global")
+
+
+def test_a_start_that_would_overwrite_a_tensor_turns_the_budget_per_tensor(
+    lora_small_b_dir: Path, tmp_path: Path
+) -> None:
+    from panacea_patch.budget import OVERWRITE
+
+    res = patch(lora_small_b_dir, tmp_path / "out", **{**FAST, "steps": 2})
+    check = res.optimization["budget_check"]
+    # In one ball the closed form would move a small B matrix past its own norm ...
+    assert check["max_start_ratio"] > OVERWRITE and "lora_B" in check["tensor"]
+    assert res.optimization["budget"] == "layer"
+    assert "at most 0.12 x |w_t| per tensor (in one ball the start would move" in res.rho_rule
+    # ... so no tensor moves by more than 0.12 of its own norm (fp32 rounding aside),
+    rels = [layer["rel"] for layer in res.layers]
+    assert max(rels) <= 0.12 * (1 + 1e-4) and min(rels) > 0
+    card = (tmp_path / "out" / "README.md").read_text()
+    assert "| Budget | per tensor" in card
+    # where the ball that --budget global asks for moves one by more than its norm.
+    glob = patch(lora_small_b_dir, tmp_path / "global", budget="global", **{**FAST, "steps": 2})
+    assert glob.optimization["budget"] == "global" and "per tensor" not in glob.rho_rule
+    assert max(layer["rel"] for layer in glob.layers) > OVERWRITE
+
+
+def test_the_budget_choice_is_the_largest_start_against_the_limit() -> None:
+    from panacea_patch.budget import choose_budget
+
+    w = {"a": 1.0, "b": 0.1}
+    # ∇h all in b: the start puts all of ρ there, 0.5/0.1 = 5x b's norm.
+    assert choose_budget(0.5, {"a": 0.0, "b": 4.0}, w)[0] == "layer"
+    # Split evenly, ρ = 0.1: b moves by 0.1·√½/0.1 = 0.71x its norm.
+    kind, check = choose_budget(0.1, {"a": 1.0, "b": 1.0}, w)
+    assert kind == "global" and check["tensor"] == "b"
+    assert check["max_start_ratio"] == pytest.approx(0.5**0.5)
 
 
 def test_a_base_with_other_tensors_is_refused(

@@ -33,3 +33,18 @@ def test_demo_fast_runs_and_caches(tmp_path: Path) -> None:
 def test_demo_rejects_bad_poison_ratio(tmp_path: Path) -> None:
     proc = run_cli("demo", "--fast", "--poison-ratio", "1.5", "--cache-dir", str(tmp_path))
     assert proc.returncode == 2 and "poison" in proc.stderr
+
+
+def test_a_baseline_that_breaks_the_model_is_shown_not_stopped(
+    llama_dir: Path, tmp_path: Path
+) -> None:
+    """The demo's baselines run at panacea's ρ; the closed form there breaks the organism (its
+    held-out KL is past the guard's limit), and the demo must show that row, not exit 1."""
+    from panacea_patch.demo import _patch
+    from tests.helpers import FAST_PATCH
+
+    options = {**FAST_PATCH, "max_damage_kl": 1e-6}  # any real patch trips a limit this low
+    options.pop("progress")  # the demo sets it
+    res = _patch(llama_dir, tmp_path / "cf", "closed-form", 0.5, options, 0)
+    assert res.guard["tripped"] and res.guard["forced"]
+    assert (tmp_path / "cf" / "config.json").exists()

@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 
+from ..budget import choose_budget
 from ..errors import RuntimeFailure
 from ..kernels import ops
 from ..objectives import Objective, response_ce, to_device
@@ -67,7 +68,9 @@ class PerturbationState:
                 p.data = live.placeholder(p)
             self.eps[n] = torch.zeros(p.shape, dtype=torch.float32, device=p.device)
         self.live = live.OnDemandWeights(self, owners) if owners else None
+        # 'auto' until the first closed form measures ∇h (budget.choose_budget), then kept.
         self.budget = budget
+        self.budget_check: dict[str, Any] | None = None
         self.rho = rho
         self.w_norms = {n: math.sqrt(float(ops.multi_sumsq([w]))) for n, w in self.w0.items()}
         bad = [n for n, v in self.w_norms.items() if not math.isfinite(v)]
@@ -98,6 +101,11 @@ class PerturbationState:
         for n, s in scales.items():
             self._apply(n, s)
         return math.sqrt(sum(sq * scales[n] ** 2 for n, sq in eps_sq.items()))
+
+    def scale(self, factor: float) -> None:
+        """ε ← factor·ε, the live weights following (``--max-kl``'s probes)."""
+        for n in self.eps:
+            self._apply(n, factor)
 
     @staticmethod
     def _scale(radius: float, sq: float, exact: bool) -> float:
@@ -258,6 +266,8 @@ def closed_form(
         )
     if rho_rule is not None:
         state.set_rho(rho_rule(gnorm))
+    if state.budget == "auto":
+        state.budget, state.budget_check = choose_budget(state.rho, grad_sq, state.w_norms)
     state.project(grad_sq, exact=True)
     return {
         "grad_norm": gnorm,

@@ -134,11 +134,13 @@ class OptimizationOutcome:
     eps_norm: float = 0.0
     phases: dict[str, dict[str, float]] = field(default_factory=dict)
     budget: str = "global"
+    budget_check: dict[str, Any] | None = None
 
     def summary(self) -> dict[str, Any]:
         return {
             "rho": self.rho,
             "budget": self.budget,
+            "budget_check": self.budget_check,
             "eps_norm": self.eps_norm,
             "harmful_grad_norm": self.grad_norm,
             "h_initial": self.h_initial,
@@ -177,7 +179,8 @@ class PerturbationRun:
     ) -> None:
         """``steps``: the ascent steps the job will ask ``run`` for, when it knows them (the
         rise rule's); the benign reference covers only the batches those steps use.
-        ``budget``: 'global' or 'layer' (default ``cfg.budget``, else global)."""
+        ``budget``: 'global', 'layer' or 'auto' (default ``cfg.budget``, else auto:
+        ``budget.choose_budget`` settles it at the first closed form)."""
         self.lm, self.cfg, self.data = lm, cfg, data
         self.counter = PhaseCounter()
         params = require_targets(lm, [t.name for t in targets])
@@ -187,7 +190,7 @@ class PerturbationRun:
         stored = {t.name: t.dtype for t in targets}
         self.state = PerturbationState(
             params,
-            budget=budget or cfg.budget or "global",
+            budget=budget or cfg.budget or "auto",
             rho=1.0,
             stored_dtypes=stored,
             model=lm.model,
@@ -305,6 +308,7 @@ class PerturbationRun:
             eps_norm=eps_norm,
             phases=self.counter.phases,
             budget=st.budget,
+            budget_check=st.budget_check,
         )
 
     def objective(self, harmful: list[dict]) -> Objective:
@@ -317,6 +321,10 @@ class PerturbationRun:
             beta=self.cfg.beta,
             h_max=self.cfg.h_max,
         )
+
+    def scale_eps(self, factor: float) -> None:
+        """ε ← factor·ε in the live model (``--max-kl`` probes a trial's ε at other sizes)."""
+        self.state.scale(factor)
 
     def heldout_kl(self) -> float:
         if self.heldout is None:
