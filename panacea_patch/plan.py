@@ -200,7 +200,10 @@ def build_plan(
             **{k: v for k, v in counted.items() if k != "forward_only"},
         }
         if cfg.max_kl is not None:
-            plan["notes"].append("--max-kl repeats the whole optimization up to 10 times")
+            plan["notes"].append(
+                "--max-kl runs the optimization up to twice, plus forward-only probes of the "
+                "held-out KL"
+            )
         if getattr(cfg, "patience", None):
             plan["notes"].append("early stopping (--patience) may run fewer steps")
         if steps and cfg.steps is None:
