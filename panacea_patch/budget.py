@@ -51,11 +51,6 @@ class RiseRule:
         return min(rise, self.cap)
 
 
-def effective_budget(cfg: Any, *, kind: str, merged: bool) -> str:
-    """``--budget``, else 'auto': settled by ``choose_budget`` once the closed form has run."""
-    return str(cfg.budget) if cfg.budget is not None else "auto"
-
-
 def choose_budget(
     rho: float, grad_sq: dict[str, float], w_norms: dict[str, float]
 ) -> tuple[str, dict[str, Any]]:
@@ -69,7 +64,7 @@ def choose_budget(
     per-tensor shares gave the best adapter patch measured. On the organism's adapters the
     largest start is 0.28–0.37× (nine attacked adapters), and one ball is what keeps their
     harmful score and over-refusal (per-tensor shares cost up to 16 points of HS there); on
-    full models it is below 0.05× (docs/RESULTS.md, "Session 8").
+    SmolLM2's merged model it is 0.011× (docs/RESULTS.md, "Session 8").
     """
     gnorm = math.sqrt(sum(grad_sq.values())) or 1.0
     ratios = {n: rho * math.sqrt(g) / gnorm / max(w_norms[n], 1e-30) for n, g in grad_sq.items()}

@@ -18,7 +18,6 @@ from .budget import (
     RiseRule,
     budget_note,
     delta_norm,
-    effective_budget,
     planned_steps,
 )
 from .checkpoint import ShardReader, copy_aux_files, write_patched
@@ -177,8 +176,7 @@ class PatchJob:
         # A ρ chosen by the rise rule starts mild and needs fewer steps (budget.py); knowing it
         # now keeps the benign reference to the batches those steps use.
         steps = planned_steps(cfg, kind=self.src.kind, merged=bool(self.merged))
-        budget = effective_budget(cfg, kind=self.src.kind, merged=bool(self.merged))
-        run = PerturbationRun(self.lm, self.targets, cfg, data, steps=steps, budget=budget)
+        run = PerturbationRun(self.lm, self.targets, cfg, data, steps=steps)
         per_run = run.passes_per_run(steps)
         with progress_bar(
             total=per_run, desc="optimizing", unit="pass", enabled=self.progress

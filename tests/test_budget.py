@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -137,12 +138,18 @@ def test_patience_shortens_the_ascent(llama_dir: Path, tmp_path: Path) -> None:
     assert passes == 3 * early.optimization["steps_run"]
 
 
+def _cli_patch(src: Path, out: Path, *flags: str) -> tuple[list[str], Any]:
+    """``panacea-patch patch`` on a fixture with small data; the arguments and the process."""
+    args = ["patch", str(src), "--out", str(out), "--max-examples", "16", "--max-length", "128"]
+    args += flags
+    return args, run_cli(*args)
+
+
 def test_guard_stops_a_damaging_run_and_writes_nothing(llama_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     before = dir_hashes(llama_dir)
-    args = ["patch", str(llama_dir), "--out", str(out), "--max-examples", "16"]
-    args += ["--max-length", "128", "--steps", "2", "--rho-rel", "0.5", "--max-damage-kl", "0.01"]
-    proc = run_cli(*args)
+    flags = ("--steps", "2", "--rho-rel", "0.5", "--max-damage-kl", "0.01")
+    args, proc = _cli_patch(llama_dir, out, *flags)
     assert proc.returncode == 1, proc.stderr
     assert "damage guard" in proc.stderr and "--rho" in proc.stderr
     assert not out.exists() and list(tmp_path.iterdir()) == []
@@ -361,9 +368,8 @@ def test_a_patch_that_does_not_lower_refusal_loss_is_stopped(
 def test_the_ineffective_check_stops_the_cli_with_exit_1(llama_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     before = dir_hashes(llama_dir)
-    args = ["patch", str(llama_dir), "--out", str(out), "--max-examples", "16"]
-    args += ["--max-length", "128", "--steps", "0", "--rho", "0.01", "--min-refusal-drop", "0.5"]
-    proc = run_cli(*args)
+    flags = ("--steps", "0", "--rho", "0.01", "--min-refusal-drop", "0.5")
+    args, proc = _cli_patch(llama_dir, out, *flags)
     assert proc.returncode == 1, proc.stderr
     assert "did not restore refusals" in proc.stderr and "--force" in proc.stderr
     assert not out.exists() and dir_hashes(llama_dir) == before

@@ -175,12 +175,11 @@ class PerturbationRun:
         data: AlignmentData,
         *,
         steps: int | None = None,
-        budget: str | None = None,
     ) -> None:
         """``steps``: the ascent steps the job will ask ``run`` for, when it knows them (the
-        rise rule's); the benign reference covers only the batches those steps use.
-        ``budget``: 'global', 'layer' or 'auto' (default ``cfg.budget``, else auto:
-        ``budget.choose_budget`` settles it at the first closed form)."""
+        rise rule's); the benign reference covers only the batches those steps use. Without
+        ``--budget`` the budget is 'auto' until ``budget.choose_budget`` settles it at the
+        first closed form."""
         self.lm, self.cfg, self.data = lm, cfg, data
         self.counter = PhaseCounter()
         params = require_targets(lm, [t.name for t in targets])
@@ -190,7 +189,7 @@ class PerturbationRun:
         stored = {t.name: t.dtype for t in targets}
         self.state = PerturbationState(
             params,
-            budget=budget or cfg.budget or "auto",
+            budget=cfg.budget or "auto",
             rho=1.0,
             stored_dtypes=stored,
             model=lm.model,

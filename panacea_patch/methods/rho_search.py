@@ -59,8 +59,10 @@ def search_rho(
     progress: Callable[[int], None] | None = None,
     before_trial: Callable[[int], None] | None = None,
 ) -> tuple[float, list[dict[str, float]], Any]:
-    """The largest ρ (within ``tolerance`` in ρ terms) whose held-out benign KL ≤ ``max_kl``.
+    """A ρ whose held-out benign KL ≤ ``max_kl``, aiming within ``tolerance`` of the largest.
 
+    The first trial stands when its KL is already within ``tolerance`` of the limit in ρ terms;
+    a passing second trial stands as it is (the probes aimed it, it is not searched further).
     ``start`` is the first trial's ρ, or a rule from ‖∇h‖ to ρ. Returns the chosen ρ, the path
     of measurements (trials, and probes marked ``"probe": 1``), and the chosen outcome, whose ε
     is live in the model. When the second trial overshoots, the outcome is its ε scaled back
@@ -120,7 +122,7 @@ def _scale_to_limit(
     """Scale the live trial's ε to the largest scale found whose KL ≤ ``max_kl`` (leaving it
     there), by a power-law secant on (scale, KL) from (1, the trial's KL). Raises when even
     ``MIN_SCALE`` does not fit."""
-    points = [{"rho": 1.0, "kl": trial["kl"]}]
+    points = [(1.0, trial["kl"])]  # (scale, KL)
     lo, hi = (1.0, math.inf) if trial["ok"] else (0.0, 1.0)
     current = 1.0
     for _ in range(MAX_PROBES):
@@ -132,7 +134,7 @@ def _scale_to_limit(
         run.scale_eps(scale / current)
         current = scale
         kl = float(run.heldout_kl())
-        points.append({"rho": scale, "kl": kl})
+        points.append((scale, kl))
         path.append(
             {"rho": trial["rho"] * scale, "kl": kl, "ok": float(kl <= max_kl), "probe": 1.0}
         )
@@ -147,25 +149,24 @@ def _scale_to_limit(
             break
     if lo == 0.0:
         raise InputError(
-            f"no rho down to {trial['rho'] * points[-1]['rho']:.3g} keeps the benign KL <= "
-            f"{max_kl}",
+            f"no rho down to {trial['rho'] * points[-1][0]:.3g} keeps the benign KL <= {max_kl}",
             hint="raise --max-kl or pass an explicit --rho",
         )
     run.scale_eps(lo / current)
     return lo
 
 
-def _next_scale(points: list[dict[str, float]], aim: float, lo: float, hi: float) -> float:
-    """Where c·tᵖ through the last two measurements meets ``aim``, kept inside (lo, hi)."""
-    last = points[-1]
+def _next_scale(points: list[tuple[float, float]], aim: float, lo: float, hi: float) -> float:
+    """Where c·tᵖ through the last two (scale, KL) points meets ``aim``, kept inside (lo, hi)."""
+    t, kl = points[-1]
     p = KL_EXPONENT
     if len(points) >= 2:
-        prev = points[-2]
-        if min(prev["kl"], last["kl"]) > 0 and prev["rho"] != last["rho"]:
-            p = math.log(last["kl"] / prev["kl"]) / math.log(last["rho"] / prev["rho"])
+        t0, kl0 = points[-2]
+        if min(kl0, kl) > 0 and t0 != t:
+            p = math.log(kl / kl0) / math.log(t / t0)
             p = min(max(p, EXPONENT_RANGE[0]), EXPONENT_RANGE[1])
-    ratio = (aim / last["kl"]) ** (1 / p) if last["kl"] > 0 else MAX_STEP_UP
-    scale = last["rho"] * min(max(ratio, 1 / MAX_STEP_DOWN), MAX_STEP_UP)
+    ratio = (aim / kl) ** (1 / p) if kl > 0 else MAX_STEP_UP
+    scale = t * min(max(ratio, 1 / MAX_STEP_DOWN), MAX_STEP_UP)
     if not lo < scale < hi:
         # The fit left the bracket (a KL not monotone in the scale): split it instead.
         scale = math.sqrt(lo * hi) if lo > 0 and hi < math.inf else (lo or hi) * (2 if lo else 0.5)
